@@ -1,0 +1,4719 @@
+/*
+ * odcp - copy files to and from OneDrive from a shell, a cron job or a
+ * router.  One C99/POSIX file; TLS 1.2 comes from BearSSL, everything else
+ * (HTTP/1.1, a streaming JSON tokenizer, OAuth 2.0, Microsoft Graph) is here.
+ *
+ * SPDX-License-Identifier: ISC
+ * Build: make (or make static for a musl binary).  Manual: man/odcp.1.
+ *
+ * The file reads top to bottom in the order data flows; `make toc` lists:
+ *   1  Limits and constants       8  JSON pull tokenizer
+ *   2  Shared types               9  Profiles and configuration
+ *   3  Diagnostics               10  OAuth 2.0 and the token store
+ *   4  Small utilities           11  Microsoft Graph (policy)
+ *   5  Network                   12  Commands
+ *   6  TLS and transport         13  Command line and main
+ *   7  HTTP/1.1
+ * Each section calls only itself and the sections above it.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bearssl.h>
+
+/* == 1. Limits and constants ============================================== */
+
+#ifndef ODCP_VERSION
+#define ODCP_VERSION "0.1"
+#endif
+/* A distributor who registers an app may bake its id in: -DODCP_CLIENT_ID=... */
+#ifndef ODCP_CLIENT_ID
+#define ODCP_CLIENT_ID ""
+#endif
+
+#define HOST_MAX	256	/* DNS names are at most 253 bytes */
+#define URL_MAX		8192	/* upload/download URLs run past 2 KB; nextLink too */
+#define HTTP_LINE_MAX	8192	/* a status, header or chunk-size line */
+#define HTTP_REDIRECT_MAX 5	/* only /content redirects, once */
+#define CONN_RBUF	16384	/* read-ahead under the line reader */
+#define CONN_POOL	3	/* Graph, login, and one pre-authenticated host */
+#define IO_BUF		65536	/* file <-> network copy buffer */
+#define JSON_DEPTH_MAX	64	/* Graph documents nest about 6 deep */
+#define JSON_STR_MAX	16384	/* tokens and pre-authenticated URLs fit */
+#define JSON_RBUF	4096
+#define TOKEN_MAX	JSON_STR_MAX	/* access and refresh tokens */
+#define PATH_MAX_	1024	/* a drive path: the service caps paths at 400 chars */
+#define LPATH_MAX	4096	/* a local path */
+#define NAME_MAX_	1024	/* one item name, UTF-8 (255 UTF-16 units) */
+#define ID_MAX		256	/* item and drive ids */
+#define FIELD_MAX	256	/* short values: times, tags, hashes, codes */
+#define MSG_MAX		1024	/* an error message from the service */
+#define CONF_LINE_MAX	4096
+#define PROFILE_MAX	64
+#define TREE_DEPTH_MAX	64	/* recursion into local and remote folders */
+#define RETRY_MAX	4	/* throttling and 5xx: attempts after the first */
+#define RETRY_WAIT_MAX	120	/* never sleep longer than this per attempt */
+#define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
+
+/* Graph rules for uploads (graph-api.md 6, 7.2). */
+#define SIMPLE_UPLOAD_MAX (4 * 1024 * 1024)	/* single PUT up to 4 MiB */
+#define FRAGMENT_UNIT	327680			/* fragments: multiples of 320 KiB */
+#define FRAGMENT_LIMIT	62914560		/* each request under 60 MiB */
+#define FRAGMENT_DEFAULT (32 * FRAGMENT_UNIT)	/* 10 MiB */
+
+#define LOGIN_URL	"https://login.microsoftonline.com"
+#define GRAPH_URL	"https://graph.microsoft.com/v1.0"
+#define SCOPE_DEFAULT	"Files.ReadWrite offline_access"
+#define TENANT_DEFAULT	"common"
+#define USER_AGENT	"NONISV|odcp|odcp/" ODCP_VERSION
+
+/* Exit statuses, also in odcp.1 EXIT STATUS. */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAIL = 1,		/* anything else went wrong */
+	EXIT_USAGE = 2,		/* bad command line or configuration */
+	EXIT_AUTH = 3,		/* sign-in needed: no token, or it was refused */
+	EXIT_NOTFOUND = 4,	/* the remote item (or local source) is missing */
+	EXIT_EXISTS = 5,	/* the target already exists */
+	EXIT_PARTIAL = 6	/* some items of a multi-item job failed */
+};
+
+/* == 2. Shared types ====================================================== */
+
+/*
+ * One connection to one host: the socket, the BearSSL engine with its
+ * caller-owned I/O buffer, and a read-ahead buffer for line reads.  The
+ * read and write functions are the transport seam: TLS in odcp, memory in
+ * the unit tests.  err is sticky: after the first failure every call fails.
+ */
+struct conn {
+	int	 fd;
+	int	 err;
+	int	 timeout;		/* seconds per read/write */
+	char	 host[HOST_MAX];
+	char	 port[8];
+	long	 (*rd)(struct conn *, unsigned char *, size_t);
+	long	 (*wr)(struct conn *, const unsigned char *, size_t);
+	void	*arg;			/* the test seam's state */
+	unsigned char rbuf[CONN_RBUF];
+	size_t	 roff, rlen;
+	br_ssl_client_context sc;
+	br_x509_minimal_context xc;
+	br_sslio_context ioc;
+	unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+};
+
+/* A response head and the state of its body framing. */
+struct http_resp {
+	int	 status;
+	int	 close;			/* the connection ends with this response */
+	int	 chunked;
+	int64_t	 clen;			/* Content-Length, or -1 */
+	int64_t	 left;			/* body (or chunk) bytes still to read */
+	int	 cstate;		/* chunked decoder state, see §7 */
+	int	 done;			/* the whole body has been read */
+	char	 location[URL_MAX];
+	char	 retry_after[FIELD_MAX];
+	char	 content_range[FIELD_MAX];
+	char	 content_type[FIELD_MAX];
+	char	 date[FIELD_MAX];
+};
+
+/* A request: a memory body, or a file region for upload fragments. */
+struct http_req {
+	const char *method;
+	const char *target;		/* origin-form: path and query */
+	const char *hdrs;		/* extra header lines, CRLF-ended, or NULL */
+	const void *body;
+	size_t	 blen;
+	int	 fd;			/* >= 0: send flen bytes from off */
+	off_t	 off;
+	int64_t	 flen;
+	int	 has_body;		/* send Content-Length, even 0 */
+};
+
+/* JSON events (§8); json_event_names[] prints them in tests. */
+enum json_ev {
+	JSON_ERR, JSON_END, JSON_OBJ, JSON_OBJ_END, JSON_ARR, JSON_ARR_END,
+	JSON_KEY, JSON_STR, JSON_NUM, JSON_TRUE, JSON_FALSE, JSON_NULL,
+	JSON_EV_MAX
+};
+
+typedef long (*json_read_fn)(void *, unsigned char *, size_t);
+
+struct json {
+	json_read_fn rd;
+	void	*rctx;
+	unsigned char buf[JSON_RBUF];
+	size_t	 off, len;
+	int	 eof;
+	int64_t	 pos;			/* bytes consumed, for messages */
+	char	 str[JSON_STR_MAX + 1];	/* KEY, STR, NUM text, NUL-ended */
+	size_t	 slen;
+	char	 stack[JSON_DEPTH_MAX];	/* '{' or '[' per open level */
+	int	 depth;
+	int	 want;			/* what the grammar expects next */
+	int	 skip;			/* scanning only: strings not stored */
+	int	 err;
+	char	 msg[128];
+};
+
+/* One driveItem, as much of it as odcp uses. */
+enum item_type { ITEM_NONE, ITEM_FILE, ITEM_FOLDER, ITEM_PACKAGE };
+
+struct item {
+	int	 type;
+	int	 root;			/* the drive root (has the root facet) */
+	int64_t	 size;
+	int64_t	 children;		/* folder.childCount, or -1 */
+	char	 id[ID_MAX];
+	char	 name[NAME_MAX_];
+	char	 etag[FIELD_MAX];
+	char	 ctag[FIELD_MAX];
+	char	 created[FIELD_MAX];
+	char	 modified[FIELD_MAX];	/* fileSystemInfo if given, else item */
+	char	 qxh[FIELD_MAX];	/* file.hashes.quickXorHash */
+	char	 mime[FIELD_MAX];
+};
+
+/* A profile: where to sign in, which drive, and how to reach them. */
+struct profile {
+	char	 name[PROFILE_MAX];
+	char	 dir[LPATH_MAX];	/* configuration and token directory */
+	char	 client_id[FIELD_MAX];
+	char	 tenant[FIELD_MAX];
+	char	 scope[FIELD_MAX];
+	char	 login_url[URL_MAX];
+	char	 graph_url[URL_MAX];
+	char	 redirect_uri[URL_MAX];
+	char	 cacert[LPATH_MAX];
+	char	 drive[ID_MAX];
+	char	 user[FIELD_MAX];
+	char	 secret_file[LPATH_MAX];
+	char	 secret[TOKEN_MAX];	/* client secret (app-only), wiped */
+	int	 timeout;
+	int64_t	 fragment;
+};
+
+/* Tokens of the current profile; wiped before exit. */
+struct token {
+	char	 access[TOKEN_MAX];
+	char	 refresh[TOKEN_MAX];
+	int64_t	 expires;		/* unix seconds */
+};
+
+/* == 3. Diagnostics ======================================================= */
+
+/*
+ * Every failure is reported once, where it happens, as one line on stderr
+ * beginning "odcp: ".  fail() records the exit status for main and
+ * returns -1 so a failing branch is a single return statement.  A format
+ * ending in ':' gets strerror(errno) appended.  debug() prints at -v.
+ */
+static int verbose;
+static int quiet;
+static int exit_status;
+static int hush;		/* suppress reports: a retry will follow */
+
+static int
+vfail(int status, const char *fmt, va_list ap)
+{
+	char	 msg[MSG_MAX + 512];
+	size_t	 n;
+	int	 e = errno;
+
+	if (hush)
+		return -1;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	if (n > 0 && msg[n - 1] == ':')
+		fprintf(stderr, "odcp: %s %s\n", msg, strerror(e));
+	else
+		fprintf(stderr, "odcp: %s\n", msg);
+	if (exit_status == EXIT_OK || exit_status == EXIT_FAIL)
+		exit_status = status;
+	return -1;
+}
+
+static int
+fail(int status, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vfail(status, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* The common case: a runtime failure, exit status 1. */
+static int
+err1(const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vfail(EXIT_FAIL, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void
+debug(int level, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	if (verbose < level)
+		return;
+	va_start(ap, fmt);
+	fputs("odcp: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* Our own formatting overflowed a fixed buffer: a bug, not bad input. */
+#define BUG(what) bug(__FILE__, __LINE__, what)
+static void
+bug(const char *file, int line, const char *what)
+{
+	fprintf(stderr, "odcp: internal error at %s:%d: %s\n", file, line, what);
+	exit(EXIT_FAIL);
+}
+
+/*
+ * A URL for a log line.  Pre-authenticated download and upload URLs carry
+ * a bearer-equivalent secret in their path or query, so for any host but
+ * Graph's and the login host only the scheme and host are shown.
+ */
+static void
+log_url(char *out, size_t sz, const char *url, int trusted)
+{
+	const char *p;
+
+	if (trusted) {
+		snprintf(out, sz, "%s", url);
+		return;
+	}
+	p = strstr(url, "://");
+	p = p ? strchr(p + 3, '/') : NULL;
+	snprintf(out, sz, "%.*s/<redacted>", p ? (int)(p - url) : 0, url);
+}
+
+/* == 4. Small utilities =================================================== */
+
+/* Wipe a secret so it is not left in memory. */
+static void
+wipe(void *p, size_t n)
+{
+	volatile unsigned char *v = p;
+
+	while (n--)
+		*v++ = 0;
+}
+
+/* Bounded formatting into our own buffers; overflow is a bug. */
+static void
+bfmt(char *buf, size_t sz, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sz, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sz)
+		BUG("formatted string does not fit");
+}
+
+/* Append to a NUL-terminated buffer; returns -1 if it would not fit. */
+static int
+bcat(char *buf, size_t sz, const char *s, size_t n)
+{
+	size_t	 len = strlen(buf);
+
+	if (n >= sz - len)
+		return -1;
+	memcpy(buf + len, s, n);
+	buf[len + n] = '\0';
+	return 0;
+}
+
+/* Copy a string that must fit (values we checked or produced). */
+static int
+scopy(char *dst, size_t sz, const char *src)
+{
+	size_t	 n = strlen(src);
+
+	if (n >= sz)
+		return -1;
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+/* Copy for display, cutting what does not fit (messages only). */
+static void
+strtrunc(char *dst, size_t sz, const char *src)
+{
+	size_t	 n = strlen(src);
+
+	if (n >= sz)
+		n = sz - 1;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/*
+ * Parse a decimal integer in [min, max] from all of s.  Returns 0, or -1
+ * for anything else (empty, signs where not allowed, junk, overflow).
+ */
+static int
+parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	int64_t	 v = 0;
+	int	 neg = 0;
+
+	if (*s == '-') {
+		neg = 1;
+		s++;
+	}
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	for (; isdigit((unsigned char)*s); s++) {
+		if (v > (INT64_MAX - (*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (*s - '0');
+	}
+	if (*s != '\0')
+		return -1;
+	if (neg)
+		v = -v;
+	if (v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Percent-encode a drive path: every byte but A-Z a-z 0-9 - . _ ~ and the
+ * '/' separators becomes %HH (graph-api.md 3.3: '+' must not reach the
+ * service raw, '#' and '?' would end the path, ':' would close it).
+ * Returns -1 if the result does not fit.
+ */
+static int
+path_encode(char *out, size_t sz, const char *path)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+	size_t	 n = 0;
+
+	for (p = (const unsigned char *)path; *p; p++) {
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' ||
+		    *p == '~' || *p == '/') {
+			if (n + 1 >= sz)
+				return -1;
+			out[n++] = (char)*p;
+		} else {
+			if (n + 3 >= sz)
+				return -1;
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* Form-urlencode one value (application/x-www-form-urlencoded). */
+static int
+form_encode(char *out, size_t sz, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+	size_t	 n = 0;
+
+	for (p = (const unsigned char *)s; *p; p++) {
+		if (n + 3 >= sz)
+			return -1;
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' ||
+		    *p == '~')
+			out[n++] = (char)*p;
+		else {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		}
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode %HH and '+' (as space) in place, for pasted redirect queries. */
+static int
+form_decode(char *s)
+{
+	char	*o = s;
+	int	 h, l;
+
+	for (; *s; s++) {
+		if (*s == '+')
+			*o++ = ' ';
+		else if (*s == '%') {
+			if ((h = hexval(s[1])) < 0 || (l = hexval(s[2])) < 0)
+				return -1;
+			*o++ = (char)(h << 4 | l);
+			s += 2;
+		} else
+			*o++ = *s;
+	}
+	*o = '\0';
+	return 0;
+}
+
+/*
+ * Escape a string for a JSON request body (RFC 8259 7): quote, backslash
+ * and control characters.  UTF-8 passes through.
+ */
+static int
+json_escape(char *out, size_t sz, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p;
+	size_t	 n = 0;
+
+	for (p = (const unsigned char *)s; *p; p++) {
+		if (n + 7 >= sz)
+			return -1;
+		if (*p == '"' || *p == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)*p;
+		} else if (*p < 0x20) {
+			memcpy(out + n, "\\u00", 4);
+			n += 4;
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		} else
+			out[n++] = (char)*p;
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* Base64 (RFC 4648 4, padded) or base64url (5, unpadded). */
+static void
+base64(char *out, const unsigned char *in, size_t n, int url)
+{
+	const char *a = url ?
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" :
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t	 i;
+	uint32_t v;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		*out++ = a[v >> 18 & 63];
+		*out++ = a[v >> 12 & 63];
+		*out++ = a[v >> 6 & 63];
+		*out++ = a[v & 63];
+	}
+	if (i < n) {
+		v = (uint32_t)in[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)in[i + 1] << 8;
+		*out++ = a[v >> 18 & 63];
+		*out++ = a[v >> 12 & 63];
+		if (i + 1 < n)
+			*out++ = a[v >> 6 & 63];
+		else if (!url)
+			*out++ = '=';
+		if (!url)
+			*out++ = '=';
+	}
+	*out = '\0';
+}
+
+/* Random bytes from the kernel; a failure here is fatal to the caller. */
+static int
+random_bytes(unsigned char *buf, size_t n)
+{
+	int	 fd;
+	ssize_t	 r;
+	size_t	 got = 0;
+
+	if ((fd = open("/dev/urandom", O_RDONLY)) == -1)
+		return err1("/dev/urandom:");
+	while (got < n) {
+		r = read(fd, buf + got, n - got);
+		if (r <= 0) {
+			close(fd);
+			return err1("/dev/urandom: short read");
+		}
+		got += (size_t)r;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * quickXorHash (graph-api.md 10.1): each byte is XORed into a 160-bit
+ * accumulator at a bit offset that advances by 11 per byte, wrapping
+ * around; the length is XORed, little-endian, into the last 8 bytes.
+ */
+struct qxh {
+	unsigned char acc[20];
+	unsigned int shift;		/* bit offset of the next byte */
+	uint64_t len;
+};
+
+static void
+qxh_init(struct qxh *q)
+{
+	memset(q, 0, sizeof(*q));
+}
+
+static void
+qxh_update(struct qxh *q, const unsigned char *p, size_t n)
+{
+	unsigned int s = q->shift, byte, bit;
+	size_t	 i;
+
+	for (i = 0; i < n; i++) {
+		byte = s / 8;
+		bit = s % 8;
+		q->acc[byte] ^= (unsigned char)(p[i] << bit);
+		if (bit != 0)
+			q->acc[(byte + 1) % 20] ^= (unsigned char)(p[i] >> (8 - bit));
+		s += 11;
+		if (s >= 160)
+			s -= 160;
+	}
+	q->shift = s;
+	q->len += n;
+}
+
+/* The 28-character base64 form the service reports. */
+static void
+qxh_final(struct qxh *q, char out[29])
+{
+	unsigned char d[20];
+	int	 i;
+
+	memcpy(d, q->acc, 20);
+	for (i = 0; i < 8; i++)
+		d[12 + i] ^= (unsigned char)(q->len >> (8 * i));
+	base64(out, d, 20, 0);
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t	 era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+/* Parse "YYYY-MM-DDTHH:MM:SS[.fff]Z" (RFC 3339, UTC) to unix seconds. */
+static int
+time_parse(const char *s, int64_t *out)
+{
+	int	 y, mo, d, h, mi, se, n = 0;
+
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se,
+	    &n) != 6 || n != 19)
+		return -1;
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+	    se > 60)
+		return -1;
+	*out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se;
+	return 0;
+}
+
+/* Format unix seconds as "YYYY-MM-DDTHH:MM:SSZ". */
+static void
+time_format(char *out, size_t sz, int64_t t)
+{
+	struct tm tm;
+	time_t	 tt = (time_t)t;
+
+	if (gmtime_r(&tt, &tm) == NULL || strftime(out, sz,
+	    "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		bfmt(out, sz, "1970-01-01T00:00:00Z");
+}
+
+/* Write all of buf to fd, retrying short writes and EINTR. */
+static int
+write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	ssize_t	 w;
+
+	while (n > 0) {
+		w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read up to n bytes at off, retrying EINTR; returns bytes or -1. */
+static ssize_t
+pread_full(int fd, void *buf, size_t n, off_t off)
+{
+	char	*p = buf;
+	size_t	 got = 0;
+	ssize_t	 r;
+
+	while (got < n) {
+		r = pread(fd, p + got, n - got, off + (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+/* The last component of a path ("" for "/"). */
+static const char *
+base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s ? s + 1 : path;
+}
+
+/* == 5. Network =========================================================== */
+
+/*
+ * net_connect: resolve host and connect to the first address that answers
+ * within timeout seconds.  Returns the socket, or -1 after reporting the
+ * last address's error.
+ */
+static int
+net_wait(int fd, int events, int timeout)
+{
+	struct pollfd pfd;
+	int	 r;
+
+	pfd.fd = fd;
+	pfd.events = (short)events;
+	do
+		r = poll(&pfd, 1, timeout * 1000);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		errno = ETIMEDOUT;
+	return r > 0 ? 0 : -1;
+}
+
+static int
+net_connect(const char *host, const char *port, int timeout)
+{
+	struct addrinfo hints, *res, *ai;
+	socklen_t len;
+	int	 fd = -1, rc, e = 0, fl;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0)
+		return err1("%s: %s", host, gai_strerror(rc));
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if ((fd = socket(ai->ai_family, ai->ai_socktype,
+		    ai->ai_protocol)) == -1) {
+			e = errno;
+			continue;
+		}
+		fl = fcntl(fd, F_GETFL);
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+		    (errno == EINPROGRESS && net_wait(fd, POLLOUT, timeout) == 0)) {
+			len = sizeof(e);
+			e = 0;
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len);
+			if (e == 0) {
+				fcntl(fd, F_SETFL, fl);
+				break;
+			}
+		} else
+			e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd == -1) {
+		errno = e;
+		return err1("connect to %s port %s:", host, port);
+	}
+	return fd;
+}
+
+/* == 6. TLS and transport ================================================= */
+
+/*
+ * Trust anchors come from a PEM bundle: --cacert, the profile's cacert,
+ * SSL_CERT_FILE, or the first common system bundle.  They are decoded
+ * once, at the first TLS connection; this is the one place that allocates.
+ *
+ * conn_open() connects and starts TLS with SNI and full chain and host
+ * name verification (BearSSL's minimal X.509 engine).  conn_read,
+ * conn_write, conn_getline and conn_flush move bytes; conn_close tells a
+ * clean TLS close from a truncated one.  All report their own errors.
+ */
+static const char *ca_paths[] = {
+	"/etc/ssl/certs/ca-certificates.crt",	/* Debian, Alpine, Arch */
+	"/etc/pki/tls/certs/ca-bundle.crt",	/* Fedora, RHEL */
+	"/etc/ssl/ca-bundle.pem",		/* openSUSE */
+	"/etc/ssl/cert.pem",			/* OpenBSD, macOS, Alpine */
+	NULL
+};
+static const char *ca_file;			/* chosen by main */
+static br_x509_trust_anchor *anchors;
+static size_t nanchors;
+
+struct ca_load {
+	unsigned char *der;			/* the object being decoded */
+	size_t	 len, cap;
+	unsigned char *dn;
+	size_t	 dnlen, dncap;
+};
+
+static void
+ca_append(void *ctx, const void *p, size_t n)
+{
+	struct ca_load *l = ctx;
+	unsigned char *q;
+
+	if (l->len + n > l->cap) {
+		l->cap = (l->len + n) * 2;
+		if ((q = realloc(l->der, l->cap)) == NULL)
+			BUG("out of memory loading CA bundle");
+		l->der = q;
+	}
+	memcpy(l->der + l->len, p, n);
+	l->len += n;
+}
+
+static void
+ca_dn(void *ctx, const void *p, size_t n)
+{
+	struct ca_load *l = ctx;
+	unsigned char *q;
+
+	if (l->dnlen + n > l->dncap) {
+		l->dncap = (l->dnlen + n) * 2;
+		if ((q = realloc(l->dn, l->dncap)) == NULL)
+			BUG("out of memory loading CA bundle");
+		l->dn = q;
+	}
+	memcpy(l->dn + l->dnlen, p, n);
+	l->dnlen += n;
+}
+
+static void *
+xdup(const void *p, size_t n)
+{
+	void	*q;
+
+	if ((q = malloc(n ? n : 1)) == NULL)
+		BUG("out of memory loading CA bundle");
+	memcpy(q, p, n);
+	return q;
+}
+
+/* Turn one DER certificate into a trust anchor; non-fatal if unusable. */
+static void
+ca_add(struct ca_load *l)
+{
+	br_x509_decoder_context dc;
+	br_x509_pkey *pk;
+	br_x509_trust_anchor *ta, *n;
+
+	l->dnlen = 0;
+	br_x509_decoder_init(&dc, ca_dn, l);
+	br_x509_decoder_push(&dc, l->der, l->len);
+	if ((pk = br_x509_decoder_get_pkey(&dc)) == NULL)
+		return;
+	if ((n = realloc(anchors, (nanchors + 1) * sizeof(*anchors))) == NULL)
+		BUG("out of memory loading CA bundle");
+	anchors = n;
+	ta = &anchors[nanchors];
+	ta->dn.data = xdup(l->dn, l->dnlen);
+	ta->dn.len = l->dnlen;
+	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
+	ta->pkey = *pk;
+	if (pk->key_type == BR_KEYTYPE_RSA) {
+		ta->pkey.key.rsa.n = xdup(pk->key.rsa.n, pk->key.rsa.nlen);
+		ta->pkey.key.rsa.e = xdup(pk->key.rsa.e, pk->key.rsa.elen);
+	} else if (pk->key_type == BR_KEYTYPE_EC) {
+		ta->pkey.key.ec.q = xdup(pk->key.ec.q, pk->key.ec.qlen);
+	} else
+		return;
+	nanchors++;
+}
+
+static int
+ca_load(void)
+{
+	br_pem_decoder_context pc;
+	struct ca_load l;
+	unsigned char buf[4096];
+	const char *path = ca_file;
+	size_t	 off, n;
+	ssize_t	 r;
+	int	 fd, i, inobj = 0;
+
+	if (anchors != NULL)
+		return 0;
+	for (i = 0; path == NULL && ca_paths[i] != NULL; i++)
+		if (access(ca_paths[i], R_OK) == 0)
+			path = ca_paths[i];
+	if (path == NULL)
+		return err1("no CA bundle found: use --cacert FILE or SSL_CERT_FILE");
+	if ((fd = open(path, O_RDONLY)) == -1)
+		return err1("CA bundle %s:", path);
+	memset(&l, 0, sizeof(l));
+	br_pem_decoder_init(&pc);
+	while ((r = read(fd, buf, sizeof(buf))) > 0) {
+		for (off = 0; off < (size_t)r; off += n) {
+			n = br_pem_decoder_push(&pc, buf + off, (size_t)r - off);
+			switch (br_pem_decoder_event(&pc)) {
+			case BR_PEM_BEGIN_OBJ:
+				inobj = strcmp(br_pem_decoder_name(&pc),
+				    "CERTIFICATE") == 0;
+				l.len = 0;
+				br_pem_decoder_setdest(&pc,
+				    inobj ? ca_append : NULL, &l);
+				break;
+			case BR_PEM_END_OBJ:
+				if (inobj)
+					ca_add(&l);
+				inobj = 0;
+				break;
+			case BR_PEM_ERROR:
+				close(fd);
+				return err1("CA bundle %s: not PEM", path);
+			}
+		}
+	}
+	close(fd);
+	free(l.der);
+	free(l.dn);
+	if (nanchors == 0)
+		return err1("CA bundle %s: no certificates", path);
+	debug(2, "%zu trust anchors from %s", nanchors, path);
+	return 0;
+}
+
+static int
+conn_fail(struct conn *c, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	 msg[512];
+
+	if (c->err)
+		return -1;
+	c->err = 1;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return err1("%s: %s", c->host, msg);
+}
+
+/* BearSSL's low-level callbacks: the socket, with the read/write timeout. */
+static int
+sock_read(void *ctx, unsigned char *buf, size_t n)
+{
+	struct conn *c = ctx;
+	ssize_t	 r;
+
+	for (;;) {
+		if (net_wait(c->fd, POLLIN, c->timeout) == -1)
+			return -1;
+		r = read(c->fd, buf, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			errno = ECONNRESET;
+		return r > 0 ? (int)r : -1;
+	}
+}
+
+static int
+sock_write(void *ctx, const unsigned char *buf, size_t n)
+{
+	struct conn *c = ctx;
+	ssize_t	 w;
+
+	for (;;) {
+		if (net_wait(c->fd, POLLOUT, c->timeout) == -1)
+			return -1;
+		w = write(c->fd, buf, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		return w > 0 ? (int)w : -1;
+	}
+}
+
+/* Describe why the TLS engine stopped, for the one error line. */
+static const char *
+tls_why(struct conn *c)
+{
+	static char why[128];
+	int	 e = br_ssl_engine_last_error(&c->sc.eng);
+
+	if (e == BR_ERR_OK)
+		return "connection closed";
+	if (e == BR_ERR_IO)
+		return errno == ETIMEDOUT ? "timed out" :
+		    "connection closed without TLS close_notify";
+	if (e == BR_ERR_X509_NOT_TRUSTED)
+		return "certificate not trusted (see --cacert)";
+	if (e == BR_ERR_X509_BAD_SERVER_NAME)
+		return "certificate does not match the host name";
+	if (e == BR_ERR_X509_EXPIRED)
+		return "certificate expired or not yet valid";
+	if (e >= BR_ERR_RECV_FATAL_ALERT)
+		bfmt(why, sizeof(why), "TLS alert %d from server",
+		    e - BR_ERR_RECV_FATAL_ALERT);
+	else if (e >= BR_ERR_SEND_FATAL_ALERT)
+		bfmt(why, sizeof(why), "TLS alert %d sent",
+		    e - BR_ERR_SEND_FATAL_ALERT);
+	else
+		bfmt(why, sizeof(why), "TLS error %d", e);
+	return why;
+}
+
+static long
+tls_rd(struct conn *c, unsigned char *buf, size_t n)
+{
+	int	 r = br_sslio_read(&c->ioc, buf, n);
+
+	if (r > 0)
+		return r;
+	if (br_ssl_engine_last_error(&c->sc.eng) == BR_ERR_OK)
+		return 0;		/* close_notify: a clean end */
+	return conn_fail(c, "%s", tls_why(c));
+}
+
+static long
+tls_wr(struct conn *c, const unsigned char *buf, size_t n)
+{
+	if (br_sslio_write_all(&c->ioc, buf, n) != 0)
+		return conn_fail(c, "%s", tls_why(c));
+	return (long)n;
+}
+
+static void
+conn_close(struct conn *c)
+{
+	if (c->fd != -1) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->host[0] = '\0';
+	c->roff = c->rlen = 0;
+	c->err = 0;
+}
+
+/* Connect to host:port and complete the TLS handshake. */
+static int
+conn_open(struct conn *c, const char *host, const char *port, int timeout)
+{
+	unsigned char b;
+
+	conn_close(c);
+	if (ca_load() == -1)
+		return -1;
+	if (scopy(c->host, sizeof(c->host), host) == -1 ||
+	    scopy(c->port, sizeof(c->port), port) == -1)
+		return err1("host name too long: %.64s", host);
+	c->timeout = timeout;
+	if ((c->fd = net_connect(host, port, timeout)) == -1) {
+		c->host[0] = '\0';
+		return -1;
+	}
+	br_ssl_client_init_full(&c->sc, &c->xc, anchors, nanchors);
+	/* Microsoft requires TLS 1.2 or newer; BearSSL's newest is 1.2. */
+	br_ssl_engine_set_versions(&c->sc.eng, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_buffer(&c->sc.eng, c->iobuf, sizeof(c->iobuf), 1);
+	br_ssl_client_reset(&c->sc, host, 0);
+	br_sslio_init(&c->ioc, &c->sc.eng, sock_read, c, sock_write, c);
+	c->rd = tls_rd;
+	c->wr = tls_wr;
+	/* Flushing nothing drives the handshake to completion. */
+	if (br_sslio_flush(&c->ioc) != 0 ||
+	    (br_ssl_engine_current_state(&c->sc.eng) & BR_SSL_CLOSED)) {
+		(void)b;
+		conn_fail(c, "TLS handshake: %s", tls_why(c));
+		conn_close(c);
+		return -1;
+	}
+	debug(2, "connected to %s port %s", host, port);
+	return 0;
+}
+
+/* Read up to n bytes: the read-ahead first.  0 at a clean end. */
+static long
+conn_read(struct conn *c, void *buf, size_t n)
+{
+	long	 r;
+
+	if (c->err)
+		return -1;
+	if (c->rlen > c->roff) {
+		if (n > c->rlen - c->roff)
+			n = c->rlen - c->roff;
+		memcpy(buf, c->rbuf + c->roff, n);
+		c->roff += n;
+		return (long)n;
+	}
+	r = c->rd(c, buf, n);
+	if (r < 0)
+		c->err = 1;
+	return r;
+}
+
+static int
+conn_fill(struct conn *c)
+{
+	long	 r;
+
+	if (c->roff > 0) {
+		memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+		c->rlen -= c->roff;
+		c->roff = 0;
+	}
+	if ((r = c->rd(c, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen)) < 0) {
+		c->err = 1;
+		return -1;
+	}
+	if (r == 0)
+		return conn_fail(c, "connection closed in the middle of a response");
+	c->rlen += (size_t)r;
+	return 0;
+}
+
+/*
+ * Read one line ending in LF (CR before it removed) into buf of sz bytes.
+ * A line longer than sz - 1 is a protocol error.  Returns its length.
+ */
+static long
+conn_getline(struct conn *c, char *buf, size_t sz)
+{
+	unsigned char *nl;
+	size_t	 n;
+
+	for (;;) {
+		if (c->err)
+			return -1;
+		nl = memchr(c->rbuf + c->roff, '\n', c->rlen - c->roff);
+		if (nl != NULL)
+			break;
+		if (c->rlen - c->roff >= sz - 1)
+			return conn_fail(c, "line too long in response");
+		if (conn_fill(c) == -1)
+			return -1;
+	}
+	n = (size_t)(nl - (c->rbuf + c->roff));
+	if (n >= sz)
+		return conn_fail(c, "line too long in response");
+	memcpy(buf, c->rbuf + c->roff, n);
+	c->roff += n + 1;
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	buf[n] = '\0';
+	return (long)n;
+}
+
+static int
+conn_write(struct conn *c, const void *buf, size_t n)
+{
+	if (c->err)
+		return -1;
+	if (n > 0 && c->wr(c, buf, n) < 0) {
+		c->err = 1;
+		return -1;
+	}
+	return 0;
+}
+
+static int
+conn_flush(struct conn *c)
+{
+	if (c->err)
+		return -1;
+	if (c->wr == tls_wr && br_sslio_flush(&c->ioc) != 0)
+		return conn_fail(c, "%s", tls_why(c));
+	return 0;
+}
+
+/* == 7. HTTP/1.1 ========================================================== */
+
+/*
+ * Framing only, no policy (RFC 9112).  http_send writes a request with
+ * Host, User-Agent, Content-Length and the caller's header lines, then the
+ * body from memory or from a file region.  http_recv_head reads the status
+ * line and keeps the few headers odcp uses.  http_read returns body bytes
+ * for Content-Length, chunked and close-delimited bodies; http_discard
+ * drains what the caller does not want.
+ */
+enum { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER, CH_DONE };
+
+static int
+http_send(struct conn *c, const char *hostport, const struct http_req *q)
+{
+	static char body[IO_BUF];
+	char	 head[HTTP_LINE_MAX + 1024];
+	int64_t	 len = q->fd >= 0 ? q->flen : (int64_t)q->blen, done;
+	ssize_t	 r;
+	size_t	 want;
+
+	if (strlen(q->target) > URL_MAX)
+		return err1("%s: request target too long", c->host);
+	if (snprintf(head, sizeof(head), "%s %s HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: %s\r\n", q->method, q->target, hostport,
+	    USER_AGENT) >= (int)sizeof(head))
+		return err1("%s: request too long", c->host);
+	if (conn_write(c, head, strlen(head)) == -1)
+		return -1;
+	if (q->hdrs != NULL && conn_write(c, q->hdrs, strlen(q->hdrs)) == -1)
+		return -1;
+	if (q->has_body || len > 0) {
+		bfmt(head, sizeof(head), "Content-Length: %" PRId64 "\r\n", len);
+		if (conn_write(c, head, strlen(head)) == -1)
+			return -1;
+	}
+	if (conn_write(c, "\r\n", 2) == -1)
+		return -1;
+	if (q->fd < 0)
+		return conn_write(c, q->body, q->blen) == -1 ? -1 :
+		    conn_flush(c);
+	for (done = 0; done < len; done += r) {
+		want = len - done < (int64_t)sizeof(body) ?
+		    (size_t)(len - done) : sizeof(body);
+		if ((r = pread_full(q->fd, body, want, q->off + done)) < 0)
+			return err1("read:");
+		if (r == 0)
+			return err1("file shrank while being sent");
+		if (conn_write(c, body, (size_t)r) == -1)
+			return -1;
+	}
+	return conn_flush(c);
+}
+
+/* Headers odcp reads, matched case-insensitively. */
+static void
+http_header(struct http_resp *r, char *line)
+{
+	char	*v = strchr(line, ':');
+	size_t	 n;
+
+	if (v == NULL)
+		return;
+	*v++ = '\0';
+	v += strspn(v, " \t");
+	n = strlen(v);
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		v[--n] = '\0';
+	if (strcasecmp(line, "Content-Length") == 0) {
+		if (parse_int(v, 0, INT64_MAX, &r->clen) == -1)
+			r->clen = -2;		/* malformed: refused below */
+	} else if (strcasecmp(line, "Transfer-Encoding") == 0)
+		r->chunked = strcasecmp(v, "chunked") == 0 ? 1 : -1;
+	else if (strcasecmp(line, "Connection") == 0) {
+		if (strcasecmp(v, "close") == 0)
+			r->close = 1;
+	} else if (strcasecmp(line, "Location") == 0)
+		snprintf(r->location, sizeof(r->location), "%s", v);
+	else if (strcasecmp(line, "Retry-After") == 0)
+		snprintf(r->retry_after, sizeof(r->retry_after), "%s", v);
+	else if (strcasecmp(line, "Content-Range") == 0)
+		snprintf(r->content_range, sizeof(r->content_range), "%s", v);
+	else if (strcasecmp(line, "Content-Type") == 0)
+		snprintf(r->content_type, sizeof(r->content_type), "%s", v);
+	else if (strcasecmp(line, "Date") == 0)
+		snprintf(r->date, sizeof(r->date), "%s", v);
+}
+
+/*
+ * Read the status line and headers.  Interim 1xx responses are skipped.
+ * head_only: the response to a HEAD request has no body.
+ */
+static int
+http_recv_head(struct conn *c, struct http_resp *r, int head_only)
+{
+	char	 line[HTTP_LINE_MAX];
+	int	 minor, status, n, i;
+	long	 len;
+
+	do {
+		memset(r, 0, sizeof(*r));
+		r->clen = -1;
+		if (conn_getline(c, line, sizeof(line)) < 0)
+			return -1;
+		n = 0;
+		if (sscanf(line, "HTTP/1.%1d %3d%n", &minor, &status, &n) != 2 ||
+		    n != 12 || (line[12] != ' ' && line[12] != '\0') ||
+		    status < 100)
+			return conn_fail(c, "improper status line");
+		r->status = status;
+		r->close = minor == 0;
+		for (i = 0;; i++) {
+			if (i > 200)
+				return conn_fail(c, "too many header lines");
+			if ((len = conn_getline(c, line, sizeof(line))) < 0)
+				return -1;
+			if (len == 0)
+				break;
+			http_header(r, line);
+		}
+	} while (r->status < 200);
+	if (r->clen == -2 || r->chunked == -1)
+		return conn_fail(c, "improper body framing");
+	/* RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304. */
+	if (head_only || r->status == 204 || r->status == 304 ||
+	    (r->clen == 0 && !r->chunked)) {
+		r->done = 1;
+		return 0;
+	}
+	if (r->chunked) {
+		r->clen = -1;
+		r->cstate = CH_SIZE;
+	} else if (r->clen >= 0)
+		r->left = r->clen;
+	else
+		r->close = 1;		/* delimited by the end of the connection */
+	return 0;
+}
+
+/* Chunked framing (RFC 9112 7.1): the next chunk-size line, or trailers. */
+static int
+http_chunk(struct conn *c, struct http_resp *r)
+{
+	char	 line[HTTP_LINE_MAX];
+	const char *p;
+	int64_t	 v = 0;
+	int	 h;
+
+	if (r->cstate == CH_DATA_END) {
+		if (conn_getline(c, line, sizeof(line)) < 0)
+			return -1;
+		if (line[0] != '\0')
+			return conn_fail(c, "chunk not followed by CRLF");
+		r->cstate = CH_SIZE;
+	}
+	if (r->cstate == CH_SIZE) {
+		if (conn_getline(c, line, sizeof(line)) < 0)
+			return -1;
+		for (p = line; (h = hexval(*p)) >= 0; p++) {
+			if (v > (INT64_MAX >> 4))
+				return conn_fail(c, "chunk size too large");
+			v = v << 4 | h;
+		}
+		/* chunk-ext (after ';') is allowed and ignored */
+		if (p == line || (*p != '\0' && *p != ';' && *p != ' ' &&
+		    *p != '\t'))
+			return conn_fail(c, "improper chunk size line");
+		if (v > 0) {
+			r->left = v;
+			r->cstate = CH_DATA;
+			return 0;
+		}
+		r->cstate = CH_TRAILER;
+	}
+	while (r->cstate == CH_TRAILER) {
+		if (conn_getline(c, line, sizeof(line)) < 0)
+			return -1;
+		if (line[0] == '\0')
+			r->cstate = CH_DONE;
+	}
+	r->done = 1;
+	return 0;
+}
+
+/* Body bytes into buf; 0 at the end of the body; -1 on error. */
+static long
+http_read(struct conn *c, struct http_resp *r, void *buf, size_t n)
+{
+	long	 got;
+
+	if (r->done || n == 0)
+		return 0;
+	if (r->chunked && r->cstate != CH_DATA) {
+		if (http_chunk(c, r) == -1)
+			return -1;
+		if (r->done)
+			return 0;
+	}
+	if (r->chunked || r->clen >= 0) {
+		if ((int64_t)n > r->left)
+			n = (size_t)r->left;
+	}
+	if ((got = conn_read(c, buf, n)) < 0)
+		return -1;
+	if (got == 0) {
+		if (r->chunked || r->clen >= 0)
+			return conn_fail(c, "connection closed in the middle of a body");
+		r->done = 1;
+		return 0;
+	}
+	if (r->chunked || r->clen >= 0) {
+		r->left -= got;
+		if (r->left == 0) {
+			if (r->chunked)
+				r->cstate = CH_DATA_END;
+			else
+				r->done = 1;
+		}
+	}
+	return got;
+}
+
+/* Read the rest of a body and throw it away (capped: 1 MiB). */
+static int
+http_discard(struct conn *c, struct http_resp *r)
+{
+	char	 buf[4096];
+	long	 n;
+	int64_t	 total = 0;
+
+	while ((n = http_read(c, r, buf, sizeof(buf))) > 0)
+		if ((total += n) > 1024 * 1024) {
+			r->close = 1;
+			return 0;
+		}
+	return n < 0 ? -1 : 0;
+}
+
+/*
+ * Connections are kept per host (RFC 9112 9.3 persistence): a small pool,
+ * reused while both sides keep it open and every body was read to its end.
+ * http_exchange() sends one request to an absolute https URL and reads the
+ * response head; http_done() returns the connection to the pool, closing
+ * it unless the body was fully read.  A request that fails on a reused
+ * connection is sent once more on a fresh one (the server may have closed
+ * an idle connection just as we wrote).
+ */
+struct url {
+	char	 host[HOST_MAX];
+	char	 port[8];
+	char	 hostport[HOST_MAX + 8];
+	const char *target;		/* points into the parsed string */
+};
+
+static struct conn pool[CONN_POOL];
+static int pool_next;
+
+/* Split "https://host[:port]/target".  Only https is ever spoken. */
+static int
+url_parse(const char *s, struct url *u)
+{
+	const char *h, *e, *colon;
+	size_t	 n;
+
+	if (strncasecmp(s, "https://", 8) != 0)
+		return err1("not an https URL: %.80s", s);
+	h = s + 8;
+	e = h + strcspn(h, "/?#");
+	colon = memchr(h, ':', (size_t)(e - h));
+	n = (size_t)((colon ? colon : e) - h);
+	if (n == 0 || n >= sizeof(u->host) || memchr(h, '@', (size_t)(e - h)))
+		return err1("bad host in URL: %.80s", s);
+	memcpy(u->host, h, n);
+	u->host[n] = '\0';
+	if (colon != NULL) {
+		n = (size_t)(e - colon - 1);
+		if (n == 0 || n >= sizeof(u->port) ||
+		    strspn(colon + 1, "0123456789") < n)
+			return err1("bad port in URL: %.80s", s);
+		memcpy(u->port, colon + 1, n);
+		u->port[n] = '\0';
+		bfmt(u->hostport, sizeof(u->hostport), "%s:%s", u->host,
+		    u->port);
+	} else {
+		strcpy(u->port, "443");
+		bfmt(u->hostport, sizeof(u->hostport), "%s", u->host);
+	}
+	u->target = *e == '/' ? e : "/";
+	if (*e == '?')		/* "https://h?q": origin-form needs a path */
+		return err1("URL without a path: %.80s", s);
+	return 0;
+}
+
+/* A pooled connection to u, opened if needed; fresh: never reuse. */
+static struct conn *
+pool_get(const struct url *u, int timeout, int fresh, int *reused)
+{
+	struct pollfd pfd;
+	struct conn *c;
+	int	 i;
+
+	for (i = 0; i < CONN_POOL; i++) {
+		c = &pool[i];
+		if (c->fd == -1 || strcmp(c->host, u->host) != 0 ||
+		    strcmp(c->port, u->port) != 0)
+			continue;
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		/* readable while idle: closed by the server, or garbage */
+		if (fresh || c->err || poll(&pfd, 1, 0) != 0 ||
+		    c->rlen != c->roff) {
+			conn_close(c);
+			break;
+		}
+		*reused = 1;
+		c->timeout = timeout;
+		return c;
+	}
+	if (i == CONN_POOL) {
+		for (i = 0; i < CONN_POOL && pool[i].fd != -1; i++)
+			;
+		if (i == CONN_POOL)
+			i = pool_next++ % CONN_POOL;
+	}
+	c = &pool[i];
+	*reused = 0;
+	if (conn_open(c, u->host, u->port, timeout) == -1)
+		return NULL;
+	return c;
+}
+
+static void
+pool_init(void)
+{
+	int	 i;
+
+	for (i = 0; i < CONN_POOL; i++)
+		pool[i].fd = -1;
+}
+
+static void
+http_done(struct conn *c, struct http_resp *r)
+{
+	if (c != NULL && (!r->done || r->close || c->err))
+		conn_close(c);
+}
+
+/*
+ * Send q to url and read the response head into r; *cp gets the
+ * connection to read the body from.  secret: the URL itself is a
+ * credential and is never logged in full.
+ */
+static int
+http_exchange(const char *url, struct http_req *q, struct http_resp *r,
+    struct conn **cp, int timeout, int secret)
+{
+	char	 shown[256];
+	struct url u;
+	struct conn *c;
+	int	 reused, tries, ok, quiet_retry;
+
+	if (url_parse(url, &u) == -1)
+		return -1;
+	q->target = u.target;
+	log_url(shown, sizeof(shown), url, !secret);
+	for (tries = 0; tries < 2; tries++) {
+		if ((c = pool_get(&u, timeout, tries > 0, &reused)) == NULL)
+			return -1;
+		/* the first failure on a reused connection stays quiet */
+		hush = reused && tries == 0;
+		ok = http_send(c, u.hostport, q) == 0 &&
+		    http_recv_head(c, r, strcmp(q->method, "HEAD") == 0) == 0;
+		quiet_retry = hush;
+		hush = 0;
+		if (ok) {
+			debug(1, "%s %s -> %d", q->method, shown, r->status);
+			*cp = c;
+			return 0;
+		}
+		conn_close(c);
+		if (!quiet_retry)
+			return -1;
+		debug(1, "%s: reused connection failed, reconnecting", u.host);
+	}
+	return -1;
+}
+
+/* == 8. JSON pull tokenizer =============================================== */
+
+/*
+ * A strict RFC 8259 tokenizer that pulls bytes from a read function (an
+ * HTTP body, or memory in the tests) and hands back one event at a time:
+ * json_next().  Keys come as JSON_KEY, distinct from string values.  The
+ * text of a KEY, STR or NUM is in j->str, UTF-8 (escapes and surrogate
+ * pairs decoded), NUL-terminated, with j->slen for embedded NULs.  Memory
+ * is fixed: JSON_DEPTH_MAX levels and JSON_STR_MAX bytes per string; a
+ * longer string is an error, except under json_skip(), which scans values
+ * without storing them.  Errors are sticky and say what and where.
+ */
+static const char *json_event_names[JSON_EV_MAX] = {
+	"ERR", "END", "OBJ", "OBJ_END", "ARR", "ARR_END",
+	"KEY", "STR", "NUM", "TRUE", "FALSE", "NULL"
+};
+
+enum { W_VALUE, W_VALUE_OR_END, W_KEY, W_KEY_OR_END, W_COMMA_OR_END, W_DONE };
+
+static void
+json_init(struct json *j, json_read_fn rd, void *rctx)
+{
+	j->rd = rd;
+	j->rctx = rctx;
+	j->off = j->len = 0;
+	j->eof = j->err = j->depth = j->skip = 0;
+	j->pos = 0;
+	j->want = W_VALUE;
+	j->slen = 0;
+	j->str[0] = j->msg[0] = '\0';
+}
+
+static enum json_ev
+json_fail(struct json *j, const char *what)
+{
+	if (!j->err) {
+		j->err = 1;
+		snprintf(j->msg, sizeof(j->msg), "%s at byte %" PRId64, what,
+		    j->pos);
+	}
+	return JSON_ERR;
+}
+
+/* The next byte without consuming it; -1 at the end, -2 on read error. */
+static int
+json_peek(struct json *j)
+{
+	long	 n;
+
+	if (j->off < j->len)
+		return j->buf[j->off];
+	if (j->eof)
+		return -1;
+	n = j->rd(j->rctx, j->buf, sizeof(j->buf));
+	if (n < 0) {
+		j->eof = 1;
+		json_fail(j, "read error");
+		return -2;
+	}
+	j->off = 0;
+	j->len = (size_t)n;
+	if (n == 0) {
+		j->eof = 1;
+		return -1;
+	}
+	return j->buf[0];
+}
+
+static int
+json_getc(struct json *j)
+{
+	int	 c = json_peek(j);
+
+	if (c >= 0) {
+		j->off++;
+		j->pos++;
+	}
+	return c;
+}
+
+static int
+json_ws(struct json *j)
+{
+	int	 c;
+
+	while ((c = json_peek(j)) == ' ' || c == '\t' || c == '\n' || c == '\r')
+		json_getc(j);
+	return c;
+}
+
+static int
+json_put(struct json *j, const char *p, size_t n)
+{
+	if (j->skip)
+		return 0;
+	if (j->slen + n > JSON_STR_MAX) {
+		json_fail(j, "string longer than JSON_STR_MAX");
+		return -1;
+	}
+	memcpy(j->str + j->slen, p, n);
+	j->slen += n;
+	return 0;
+}
+
+static int
+json_hex4(struct json *j, unsigned *out)
+{
+	int	 i, c, h;
+
+	*out = 0;
+	for (i = 0; i < 4; i++) {
+		c = json_getc(j);
+		if ((h = hexval(c)) < 0) {
+			json_fail(j, "bad \\u escape");
+			return -1;
+		}
+		*out = *out << 4 | (unsigned)h;
+	}
+	return 0;
+}
+
+static int
+json_utf8(struct json *j, unsigned cp)
+{
+	char	 b[4];
+	size_t	 n;
+
+	if (cp < 0x80) {
+		b[0] = (char)cp;
+		n = 1;
+	} else if (cp < 0x800) {
+		b[0] = (char)(0xc0 | cp >> 6);
+		b[1] = (char)(0x80 | (cp & 0x3f));
+		n = 2;
+	} else if (cp < 0x10000) {
+		b[0] = (char)(0xe0 | cp >> 12);
+		b[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		b[2] = (char)(0x80 | (cp & 0x3f));
+		n = 3;
+	} else {
+		b[0] = (char)(0xf0 | cp >> 18);
+		b[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+		b[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+		b[3] = (char)(0x80 | (cp & 0x3f));
+		n = 4;
+	}
+	return json_put(j, b, n);
+}
+
+/* \uXXXX, with a following \uXXXX for a surrogate pair (RFC 8259 7). */
+static int
+json_unicode(struct json *j)
+{
+	unsigned hi, lo;
+
+	if (json_hex4(j, &hi) == -1)
+		return -1;
+	if (hi >= 0xdc00 && hi <= 0xdfff) {
+		json_fail(j, "lone low surrogate");
+		return -1;
+	}
+	if (hi >= 0xd800 && hi <= 0xdbff) {
+		if (json_getc(j) != '\\' || json_getc(j) != 'u') {
+			json_fail(j, "high surrogate without a low one");
+			return -1;
+		}
+		if (json_hex4(j, &lo) == -1)
+			return -1;
+		if (lo < 0xdc00 || lo > 0xdfff) {
+			json_fail(j, "high surrogate without a low one");
+			return -1;
+		}
+		hi = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+	}
+	return json_utf8(j, hi);
+}
+
+/* One raw UTF-8 sequence starting with c (RFC 3629: no overlongs,
+ * no surrogates, nothing past U+10FFFF). */
+static int
+json_raw_utf8(struct json *j, int c)
+{
+	char	 b[4];
+	int	 n, i, d;
+	unsigned cp;
+
+	if (c < 0xc2 || c > 0xf4) {
+		json_fail(j, "invalid UTF-8");
+		return -1;
+	}
+	n = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+	cp = (unsigned)c & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
+	b[0] = (char)c;
+	for (i = 1; i < n; i++) {
+		d = json_getc(j);
+		if (d < 0 || (d & 0xc0) != 0x80) {
+			json_fail(j, "invalid UTF-8");
+			return -1;
+		}
+		b[i] = (char)d;
+		cp = cp << 6 | ((unsigned)d & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
+		json_fail(j, "invalid UTF-8");
+		return -1;
+	}
+	return json_put(j, b, (size_t)n);
+}
+
+/* A string; the opening quote is consumed. */
+static int
+json_string(struct json *j)
+{
+	static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
+	const char *e;
+	char	 ch;
+	int	 c;
+
+	j->slen = 0;
+	for (;;) {
+		c = json_getc(j);
+		if (c < 0) {
+			json_fail(j, "unterminated string");
+			return -1;
+		}
+		if (c == '"')
+			break;
+		if (c < 0x20) {
+			json_fail(j, "control character in string");
+			return -1;
+		}
+		if (c == '\\') {
+			c = json_getc(j);
+			if (c == 'u') {
+				if (json_unicode(j) == -1)
+					return -1;
+				continue;
+			}
+			if (c <= 0 || (e = strchr(esc_in, c)) == NULL) {
+				json_fail(j, "bad escape");
+				return -1;
+			}
+			ch = esc_out[e - esc_in];
+			if (json_put(j, &ch, 1) == -1)
+				return -1;
+		} else if (c >= 0x80) {
+			if (json_raw_utf8(j, c) == -1)
+				return -1;
+		} else {
+			ch = (char)c;
+			if (json_put(j, &ch, 1) == -1)
+				return -1;
+		}
+	}
+	if (!j->skip)
+		j->str[j->slen] = '\0';
+	return 0;
+}
+
+/* Digits into the buffer; returns how many. */
+static int
+json_digits(struct json *j)
+{
+	int	 n = 0, c;
+	char	 ch;
+
+	while ((c = json_peek(j)) >= '0' && c <= '9') {
+		ch = (char)json_getc(j);
+		if (json_put(j, &ch, 1) == -1)
+			return -1;
+		n++;
+	}
+	return n;
+}
+
+/* A number (RFC 8259 6), kept as text: -?(0|[1-9]d*)(.d+)?([eE][+-]?d+)? */
+static int
+json_number(struct json *j)
+{
+	char	 ch;
+	int	 c, n;
+
+	j->slen = 0;
+	if (json_peek(j) == '-') {
+		ch = (char)json_getc(j);
+		if (json_put(j, &ch, 1) == -1)
+			return -1;
+	}
+	if (json_peek(j) == '0') {
+		ch = (char)json_getc(j);
+		if (json_put(j, &ch, 1) == -1)
+			return -1;
+	} else if ((n = json_digits(j)) <= 0) {
+		if (n == 0)
+			json_fail(j, "bad number");
+		return -1;
+	}
+	if (json_peek(j) == '.') {
+		ch = (char)json_getc(j);
+		if (json_put(j, &ch, 1) == -1 || (n = json_digits(j)) < 0)
+			return -1;
+		if (n == 0) {
+			json_fail(j, "bad number");
+			return -1;
+		}
+	}
+	if ((c = json_peek(j)) == 'e' || c == 'E') {
+		ch = (char)json_getc(j);
+		if (json_put(j, &ch, 1) == -1)
+			return -1;
+		if ((c = json_peek(j)) == '+' || c == '-') {
+			ch = (char)json_getc(j);
+			if (json_put(j, &ch, 1) == -1)
+				return -1;
+		}
+		if ((n = json_digits(j)) <= 0) {
+			if (n == 0)
+				json_fail(j, "bad number");
+			return -1;
+		}
+	}
+	if (!j->skip)
+		j->str[j->slen] = '\0';
+	return 0;
+}
+
+static int
+json_literal(struct json *j, const char *word)
+{
+	for (; *word; word++)
+		if (json_getc(j) != *word) {
+			json_fail(j, "bad literal");
+			return -1;
+		}
+	return 0;
+}
+
+static void
+json_after_value(struct json *j)
+{
+	j->want = j->depth == 0 ? W_DONE : W_COMMA_OR_END;
+}
+
+static enum json_ev
+json_open(struct json *j, char kind)
+{
+	if (j->depth >= JSON_DEPTH_MAX)
+		return json_fail(j, "nesting deeper than JSON_DEPTH_MAX");
+	j->stack[j->depth++] = kind;
+	j->want = kind == '{' ? W_KEY_OR_END : W_VALUE_OR_END;
+	return kind == '{' ? JSON_OBJ : JSON_ARR;
+}
+
+static enum json_ev
+json_close(struct json *j, int c)
+{
+	char	 open = c == '}' ? '{' : '[';
+
+	if (j->depth == 0 || j->stack[j->depth - 1] != open)
+		return json_fail(j, "mismatched bracket");
+	json_getc(j);
+	j->depth--;
+	json_after_value(j);
+	return c == '}' ? JSON_OBJ_END : JSON_ARR_END;
+}
+
+static enum json_ev
+json_value(struct json *j, int c)
+{
+	switch (c) {
+	case '{':
+	case '[':
+		json_getc(j);
+		return json_open(j, (char)c);
+	case '"':
+		json_getc(j);
+		if (json_string(j) == -1)
+			return JSON_ERR;
+		json_after_value(j);
+		return JSON_STR;
+	case 't':
+	case 'f':
+	case 'n':
+		if (json_literal(j, c == 't' ? "true" : c == 'f' ? "false" :
+		    "null") == -1)
+			return JSON_ERR;
+		json_after_value(j);
+		return c == 't' ? JSON_TRUE : c == 'f' ? JSON_FALSE : JSON_NULL;
+	default:
+		if (c != '-' && (c < '0' || c > '9'))
+			return json_fail(j, c < 0 ? "unexpected end of input" :
+			    "unexpected character");
+		if (json_number(j) == -1)
+			return JSON_ERR;
+		json_after_value(j);
+		return JSON_NUM;
+	}
+}
+
+static enum json_ev
+json_next(struct json *j)
+{
+	int	 c;
+
+	if (j->err)
+		return JSON_ERR;
+	for (;;) {
+		c = json_ws(j);
+		if (c == -2)
+			return JSON_ERR;
+		switch (j->want) {
+		case W_DONE:
+			return c == -1 ? JSON_END :
+			    json_fail(j, "data after the document");
+		case W_COMMA_OR_END:
+			if (c == ',') {
+				json_getc(j);
+				j->want = j->stack[j->depth - 1] == '{' ?
+				    W_KEY : W_VALUE;
+				continue;
+			}
+			if (c == '}' || c == ']')
+				return json_close(j, c);
+			return json_fail(j, c < 0 ? "unexpected end of input" :
+			    "expected ',' or a closing bracket");
+		case W_KEY_OR_END:
+			if (c == '}')
+				return json_close(j, c);
+			/* FALLTHROUGH */
+		case W_KEY:
+			if (c != '"')
+				return json_fail(j, "expected a key");
+			json_getc(j);
+			if (json_string(j) == -1)
+				return JSON_ERR;
+			if (json_ws(j) != ':')
+				return json_fail(j, "expected ':'");
+			json_getc(j);
+			j->want = W_VALUE;
+			return JSON_KEY;
+		case W_VALUE_OR_END:
+			if (c == ']')
+				return json_close(j, c);
+			/* FALLTHROUGH */
+		default:
+			return json_value(j, c);
+		}
+	}
+}
+
+/*
+ * Skip the next value (after a KEY, or an array element), however deeply
+ * nested, without storing its strings.
+ */
+static int
+json_skip(struct json *j)
+{
+	int	 level = 0;
+	enum json_ev ev;
+
+	j->skip = 1;
+	do {
+		ev = json_next(j);
+		if (ev == JSON_OBJ || ev == JSON_ARR)
+			level++;
+		else if (ev == JSON_OBJ_END || ev == JSON_ARR_END)
+			level--;
+		else if (ev == JSON_ERR || ev == JSON_END) {
+			j->skip = 0;
+			if (ev == JSON_END)
+				json_fail(j, "unexpected end of input");
+			return -1;
+		}
+	} while (level > 0);
+	j->skip = 0;
+	j->slen = 0;
+	j->str[0] = '\0';
+	return level < 0 ? -1 : 0;
+}
+
+/* A string value into a fixed field; -1 (reported in j) if not a string
+ * or too long.  null is taken as "". */
+static int
+json_get_str(struct json *j, char *out, size_t sz)
+{
+	enum json_ev ev = json_next(j);
+
+	if (ev == JSON_NULL) {
+		out[0] = '\0';
+		return 0;
+	}
+	if (ev != JSON_STR) {
+		if (!j->err) {
+			char what[64];
+			bfmt(what, sizeof(what), "expected a string, not %s",
+			    json_event_names[ev]);
+			json_fail(j, what);
+		}
+		return -1;
+	}
+	if (j->slen >= sz || memchr(j->str, '\0', j->slen) != NULL) {
+		json_fail(j, "string too long or holds NUL");
+		return -1;
+	}
+	memcpy(out, j->str, j->slen + 1);
+	return 0;
+}
+
+/* A 64-bit integer value; a quoted integer is accepted too (expires_in). */
+static int
+json_get_int(struct json *j, int64_t *out)
+{
+	enum json_ev ev = json_next(j);
+
+	if ((ev != JSON_NUM && ev != JSON_STR) ||
+	    parse_int(j->str, INT64_MIN + 1, INT64_MAX, out) == -1) {
+		json_fail(j, "expected an integer");
+		return -1;
+	}
+	return 0;
+}
+
+/* == 9. Profiles and configuration ======================================== */
+
+/*
+ * The configuration directory (--config, ODCP_CONFIG_DIR,
+ * $XDG_CONFIG_HOME/odcp or ~/.config/odcp) holds "config", an INI file
+ * with one [section] per profile, and one token file per profile.
+ * Settings come from the command line, then the environment, then the
+ * profile, then the defaults; main applies the first two after
+ * conf_load().  Unknown keys are errors: a typo must not go unnoticed.
+ */
+static char *
+conf_trim(char *s)
+{
+	char	*e;
+
+	s += strspn(s, " \t");
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int
+conf_set(struct profile *p, const char *key, const char *val,
+    const char *file, int line)
+{
+	static const struct {
+		const char *key;
+		size_t	 off, sz;
+	} strs[] = {
+#define S(k, f) { k, offsetof(struct profile, f), sizeof(((struct profile *)0)->f) }
+		S("client_id", client_id), S("tenant", tenant),
+		S("scope", scope), S("login_url", login_url),
+		S("graph_url", graph_url), S("redirect_uri", redirect_uri),
+		S("cacert", cacert), S("drive", drive), S("user", user),
+		S("client_secret_file", secret_file),
+#undef S
+	};
+	int64_t	 v;
+	size_t	 i;
+
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		if (strcmp(key, strs[i].key) == 0) {
+			if (scopy((char *)p + strs[i].off, strs[i].sz, val) == -1)
+				return fail(EXIT_USAGE, "%s:%d: value of %s "
+				    "too long", file, line, key);
+			return 0;
+		}
+	if (strcmp(key, "timeout") == 0) {
+		if (parse_int(val, 1, 3600, &v) == -1)
+			return fail(EXIT_USAGE, "%s:%d: timeout must be 1 to "
+			    "3600 seconds", file, line);
+		p->timeout = (int)v;
+		return 0;
+	}
+	if (strcmp(key, "fragment_size") == 0) {
+		if (parse_int(val, 1, INT64_MAX, &v) == -1 ||
+		    v % FRAGMENT_UNIT != 0 || v >= FRAGMENT_LIMIT)
+			return fail(EXIT_USAGE, "%s:%d: fragment_size must be "
+			    "a multiple of 327680 below 62914560", file, line);
+		p->fragment = v;
+		return 0;
+	}
+	if (strcmp(key, "client_secret") == 0)
+		return fail(EXIT_USAGE, "%s:%d: put the client secret in a "
+		    "file named by client_secret_file, or in ODCP_CLIENT_SECRET",
+		    file, line);
+	return fail(EXIT_USAGE, "%s:%d: unknown setting '%s'", file, line, key);
+}
+
+static void
+conf_defaults(struct profile *p)
+{
+	bfmt(p->client_id, sizeof(p->client_id), "%s", ODCP_CLIENT_ID);
+	bfmt(p->tenant, sizeof(p->tenant), "%s", TENANT_DEFAULT);
+	bfmt(p->scope, sizeof(p->scope), "%s", SCOPE_DEFAULT);
+	bfmt(p->login_url, sizeof(p->login_url), "%s", LOGIN_URL);
+	bfmt(p->graph_url, sizeof(p->graph_url), "%s", GRAPH_URL);
+	p->timeout = TIMEOUT_DEFAULT;
+	p->fragment = FRAGMENT_DEFAULT;
+}
+
+/* Read p->dir/config and apply the section named p->name. */
+static int
+conf_load(struct profile *p)
+{
+	char	 path[LPATH_MAX + 16], line[CONF_LINE_MAX], *s, *eq, *e;
+	FILE	*f;
+	int	 n = 0, in = 0, seen = 0, rc = 0;
+
+	conf_defaults(p);
+	bfmt(path, sizeof(path), "%s/config", p->dir);
+	if ((f = fopen(path, "r")) == NULL) {
+		if (errno != ENOENT)
+			return fail(EXIT_USAGE, "%s:", path);
+		if (strcmp(p->name, "default") != 0)
+			return fail(EXIT_USAGE, "unknown profile '%s' (no %s)",
+			    p->name, path);
+		return 0;
+	}
+	while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+		n++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			rc = fail(EXIT_USAGE, "%s:%d: line too long", path, n);
+			break;
+		}
+		s = conf_trim(line);
+		if (*s == '\0' || *s == '#' || *s == ';')
+			continue;
+		if (*s == '[') {
+			if ((e = strchr(s, ']')) == NULL || e[1] != '\0') {
+				rc = fail(EXIT_USAGE, "%s:%d: bad section line",
+				    path, n);
+				break;
+			}
+			*e = '\0';
+			in = strcmp(conf_trim(s + 1), p->name) == 0;
+			seen |= in;
+			continue;
+		}
+		if ((eq = strchr(s, '=')) == NULL) {
+			rc = fail(EXIT_USAGE, "%s:%d: expected key = value",
+			    path, n);
+			break;
+		}
+		*eq = '\0';
+		if (in)
+			rc = conf_set(p, conf_trim(s), conf_trim(eq + 1), path, n);
+	}
+	fclose(f);
+	if (rc == 0 && !seen && strcmp(p->name, "default") != 0)
+		return fail(EXIT_USAGE, "unknown profile '%s' in %s", p->name,
+		    path);
+	return rc;
+}
+
+/* The client secret, for app-only profiles: environment, then file. */
+static int
+conf_secret(struct profile *p)
+{
+	const char *env = getenv("ODCP_CLIENT_SECRET");
+	FILE	*f;
+	size_t	 n;
+
+	if (env != NULL && *env != '\0')
+		return scopy(p->secret, sizeof(p->secret), env) == -1 ?
+		    fail(EXIT_USAGE, "ODCP_CLIENT_SECRET too long") : 0;
+	if (p->secret_file[0] == '\0')
+		return 0;
+	if ((f = fopen(p->secret_file, "r")) == NULL)
+		return fail(EXIT_USAGE, "client secret file %s:", p->secret_file);
+	if (fgets(p->secret, sizeof(p->secret), f) == NULL)
+		p->secret[0] = '\0';
+	fclose(f);
+	n = strcspn(p->secret, "\r\n");
+	p->secret[n] = '\0';
+	if (n == 0)
+		return fail(EXIT_USAGE, "client secret file %s is empty",
+		    p->secret_file);
+	return 0;
+}
+
+/* App-only (client credentials) needs a secret and a real tenant. */
+static int
+conf_app_only(const struct profile *p)
+{
+	return p->secret[0] != '\0';
+}
+
+/* == 10. OAuth 2.0 and the token store ==================================== */
+
+/*
+ * Sign-in on the Microsoft identity platform, v2.0 endpoints
+ * (graph-api.md 1): the device authorization grant (RFC 8628, default),
+ * the authorization code grant with PKCE (RFC 7636, --browser), and
+ * client credentials for app-only profiles.  Refresh tokens rotate: each
+ * new one is written to the token file (temp file, fsync, rename, 0600
+ * in a 0700 directory) before the access token that came with it is used.
+ * auth_token() hands §11 a valid access token, refreshing when it has
+ * less than AUTH_SLACK seconds left.  Tokens never reach a log.
+ */
+#define AUTH_SLACK	300
+
+struct oauth {			/* one token-endpoint reply; static storage */
+	char	 access[TOKEN_MAX];
+	char	 refresh[TOKEN_MAX];
+	char	 device_code[TOKEN_MAX];
+	char	 user_code[FIELD_MAX];
+	char	 verification_uri[URL_MAX];
+	char	 error[FIELD_MAX];
+	char	 desc[MSG_MAX];
+	int64_t	 expires_in;
+	int64_t	 interval;
+};
+
+static struct oauth oa;
+
+static void
+token_path(const struct profile *p, char *out, size_t sz, const char *pfx)
+{
+	bfmt(out, sz, "%s/%s%s.token", p->dir, pfx, p->name);
+}
+
+/* Load the token file; a missing file leaves t empty. */
+static int
+token_load(const struct profile *p, struct token *t)
+{
+	char	 path[LPATH_MAX + PROFILE_MAX + 16];
+	static char line[TOKEN_MAX + 32];
+	FILE	*f;
+	char	*v;
+	size_t	 n;
+	int64_t	 e;
+
+	memset(t, 0, sizeof(*t));
+	token_path(p, path, sizeof(path), "");
+	if ((f = fopen(path, "r")) == NULL)
+		return errno == ENOENT ? 0 : err1("%s:", path);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		n = strcspn(line, "\r\n");
+		line[n] = '\0';
+		if ((v = strchr(line, '=')) == NULL)
+			continue;
+		*v++ = '\0';
+		if (strcmp(line, "access_token") == 0)
+			scopy(t->access, sizeof(t->access), v);
+		else if (strcmp(line, "refresh_token") == 0)
+			scopy(t->refresh, sizeof(t->refresh), v);
+		else if (strcmp(line, "expires") == 0 &&
+		    parse_int(v, 0, INT64_MAX, &e) == 0)
+			t->expires = e;
+	}
+	wipe(line, sizeof(line));
+	fclose(f);
+	return 0;
+}
+
+/* Write the token file atomically; the old one stays if anything fails. */
+static int
+token_save(const struct profile *p, const struct token *t)
+{
+	char	 path[LPATH_MAX + PROFILE_MAX + 16];
+	char	 tmp[LPATH_MAX + PROFILE_MAX + 32];
+	FILE	*f;
+	int	 fd, dfd, bad;
+
+	if (mkdir(p->dir, 0700) == -1 && errno != EEXIST)
+		return err1("%s:", p->dir);
+	token_path(p, path, sizeof(path), "");
+	token_path(p, tmp, sizeof(tmp) - 8, ".");
+	if (bcat(tmp, sizeof(tmp), ".XXXXXX", 7) == -1)
+		BUG("token path");
+	if ((fd = mkstemp(tmp)) == -1)		/* mode 0600 */
+		return err1("%s:", tmp);
+	if ((f = fdopen(fd, "w")) == NULL) {
+		close(fd);
+		unlink(tmp);
+		return err1("%s:", tmp);
+	}
+	fprintf(f, "# odcp tokens for profile %s: keep secret\n", p->name);
+	if (t->refresh[0])
+		fprintf(f, "refresh_token=%s\n", t->refresh);
+	if (t->access[0])
+		fprintf(f, "access_token=%s\nexpires=%" PRId64 "\n", t->access,
+		    t->expires);
+	bad = fflush(f) != 0 || fsync(fd) != 0;
+	if (fclose(f) != 0 || bad) {
+		unlink(tmp);
+		return err1("writing %s:", tmp);
+	}
+	if (rename(tmp, path) == -1) {
+		unlink(tmp);
+		return err1("rename to %s:", path);
+	}
+	if ((dfd = open(p->dir, O_RDONLY)) != -1) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+static long
+auth_body_read(void *ctx, unsigned char *buf, size_t n)
+{
+	struct conn **cr = ctx;
+
+	return http_read(cr[0], (struct http_resp *)(void *)cr[1], buf, n);
+}
+
+/* Parse a token-endpoint (or devicecode) reply into oa. */
+static int
+auth_parse(struct conn *c, struct http_resp *r)
+{
+	static struct json j;
+	void	*rc[2] = { c, r };
+	enum json_ev ev;
+	char	*nl;
+	int	 bad = 0;
+
+	memset(&oa, 0, sizeof(oa));
+	json_init(&j, auth_body_read, rc);
+	if (json_next(&j) != JSON_OBJ)
+		bad = 1;
+	while (!bad && (ev = json_next(&j)) == JSON_KEY) {
+		if (strcmp(j.str, "access_token") == 0)
+			bad = json_get_str(&j, oa.access, sizeof(oa.access));
+		else if (strcmp(j.str, "refresh_token") == 0)
+			bad = json_get_str(&j, oa.refresh, sizeof(oa.refresh));
+		else if (strcmp(j.str, "device_code") == 0)
+			bad = json_get_str(&j, oa.device_code,
+			    sizeof(oa.device_code));
+		else if (strcmp(j.str, "user_code") == 0)
+			bad = json_get_str(&j, oa.user_code, sizeof(oa.user_code));
+		else if (strcmp(j.str, "verification_uri") == 0)
+			bad = json_get_str(&j, oa.verification_uri,
+			    sizeof(oa.verification_uri));
+		else if (strcmp(j.str, "error") == 0)
+			bad = json_get_str(&j, oa.error, sizeof(oa.error));
+		else if (strcmp(j.str, "error_description") == 0) {
+			j.skip = 0;
+			if (json_next(&j) != JSON_STR)
+				bad = 1;
+			else	/* shown: the first line, at most MSG_MAX */
+				strtrunc(oa.desc, sizeof(oa.desc), j.str);
+		} else if (strcmp(j.str, "expires_in") == 0)
+			bad = json_get_int(&j, &oa.expires_in);
+		else if (strcmp(j.str, "interval") == 0)
+			bad = json_get_int(&j, &oa.interval);
+		else
+			bad = json_skip(&j);
+	}
+	if (!bad && ev == JSON_OBJ_END && json_next(&j) != JSON_END)
+		bad = 1;
+	wipe(j.str, sizeof(j.str));
+	if (bad || j.err) {
+		wipe(&oa, sizeof(oa));
+		return err1("%s: improper reply from the identity platform "
+		    "(HTTP %d%s%s)", c->host, r->status, j.err ? ": " : "",
+		    j.msg);
+	}
+	if ((nl = strpbrk(oa.desc, "\r\n")) != NULL)
+		*nl = '\0';
+	return 0;
+}
+
+/*
+ * POST a form to {login_url}/{tenant}/oauth2/v2.0/{endpoint}.  Fills oa;
+ * returns the HTTP status, or -1 (reported) on a transport failure.
+ */
+static int
+auth_post(const struct profile *p, const char *endpoint, const char *form)
+{
+	char	 url[URL_MAX];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	int	 rc;
+
+	if (snprintf(url, sizeof(url), "%s/%s/oauth2/v2.0/%s", p->login_url,
+	    p->tenant, endpoint) >= (int)sizeof(url))
+		return fail(EXIT_USAGE, "login_url too long");
+	memset(&q, 0, sizeof(q));
+	q.method = "POST";
+	q.hdrs = "Content-Type: application/x-www-form-urlencoded\r\n"
+	    "Accept: application/json\r\n";
+	q.body = form;
+	q.blen = strlen(form);
+	q.has_body = 1;
+	q.fd = -1;
+	if (http_exchange(url, &q, &r, &c, p->timeout, 0) == -1)
+		return -1;
+	rc = auth_parse(c, &r);
+	http_done(c, &r);
+	return rc == -1 ? -1 : r.status;
+}
+
+/* Build "k=v&k=v" with each value form-encoded; NULL value ends. */
+static int
+auth_form(char *out, size_t sz, ...)
+{
+	static char enc[TOKEN_MAX * 3];
+	const char *k, *v;
+	va_list	 ap;
+	int	 rc = 0;
+
+	out[0] = '\0';
+	va_start(ap, sz);
+	while (rc == 0 && (k = va_arg(ap, const char *)) != NULL) {
+		v = va_arg(ap, const char *);
+		if (form_encode(enc, sizeof(enc), v) == -1 ||
+		    (out[0] && bcat(out, sz, "&", 1) == -1) ||
+		    bcat(out, sz, k, strlen(k)) == -1 ||
+		    bcat(out, sz, "=", 1) == -1 ||
+		    bcat(out, sz, enc, strlen(enc)) == -1)
+			rc = -1;
+	}
+	va_end(ap);
+	wipe(enc, sizeof(enc));
+	if (rc == -1)
+		BUG("token request too long");
+	return 0;
+}
+
+/* Store a successful token reply; the refresh token may be absent. */
+static int
+auth_store(const struct profile *p, struct token *t)
+{
+	if (oa.access[0] == '\0')
+		return err1("identity platform answered without an access token");
+	scopy(t->access, sizeof(t->access), oa.access);
+	if (oa.refresh[0])
+		scopy(t->refresh, sizeof(t->refresh), oa.refresh);
+	t->expires = (int64_t)time(NULL) + (oa.expires_in > 0 ?
+	    oa.expires_in : 3600);
+	wipe(&oa, sizeof(oa));
+	return token_save(p, t);
+}
+
+/* A token-endpoint error: what it means for the user, one line. */
+static int
+auth_error(const struct profile *p, int status)
+{
+	const char *e = oa.error;
+	int	 st = EXIT_FAIL;
+	const char *hint = "";
+
+	if (strcmp(e, "invalid_grant") == 0 ||
+	    strcmp(e, "interaction_required") == 0 ||
+	    strcmp(e, "consent_required") == 0) {
+		st = EXIT_AUTH;
+		hint = "; sign in again with: odcp login";
+	} else if (strcmp(e, "invalid_client") == 0 ||
+	    strcmp(e, "unauthorized_client") == 0) {
+		st = EXIT_USAGE;
+		hint = "; check the app registration: client id, "
+		    "\"Allow public client flows\", client secret";
+	}
+	fail(st, "sign-in failed for profile %s: HTTP %d %s: %s%s", p->name,
+	    status, e[0] ? e : "(no error code)", oa.desc, hint);
+	wipe(&oa, sizeof(oa));
+	return -1;
+}
+
+static int
+auth_need_client(const struct profile *p)
+{
+	if (p->client_id[0] == '\0')
+		return fail(EXIT_USAGE, "no client id: set client_id in the "
+		    "profile, ODCP_CLIENT_ID or --client-id (see odcp(1), "
+		    "REGISTERING AN APP)");
+	return 0;
+}
+
+/* The Graph resource for ".default": scheme and host of graph_url. */
+static void
+auth_resource(const struct profile *p, char *out, size_t sz)
+{
+	const char *s = strstr(p->graph_url, "://");
+	size_t	 n = s ? strcspn(s + 3, "/") + (size_t)(s + 3 - p->graph_url) :
+	    strlen(p->graph_url);
+
+	bfmt(out, sz, "%.*s/.default", (int)n, p->graph_url);
+}
+
+static int
+auth_client_credentials(const struct profile *p, struct token *t)
+{
+	static char form[TOKEN_MAX * 4];
+	char	 scope[URL_MAX];
+	int	 st;
+
+	if (strcmp(p->tenant, "common") == 0 ||
+	    strcmp(p->tenant, "organizations") == 0 ||
+	    strcmp(p->tenant, "consumers") == 0)
+		return fail(EXIT_USAGE, "app-only sign-in needs a tenant id "
+		    "or domain, not '%s'", p->tenant);
+	auth_resource(p, scope, sizeof(scope));
+	auth_form(form, sizeof(form), "client_id", p->client_id,
+	    "client_secret", p->secret, "scope", scope,
+	    "grant_type", "client_credentials", (char *)NULL);
+	st = auth_post(p, "token", form);
+	wipe(form, sizeof(form));
+	if (st == -1)
+		return -1;
+	if (st != 200)
+		return auth_error(p, st);
+	t->refresh[0] = '\0';
+	return auth_store(p, t);
+}
+
+static int
+auth_refresh(const struct profile *p, struct token *t)
+{
+	static char form[TOKEN_MAX * 4];
+	int	 st;
+
+	if (conf_app_only(p))
+		return auth_client_credentials(p, t);
+	if (t->refresh[0] == '\0')
+		return fail(EXIT_AUTH, "not signed in (profile %s): run "
+		    "odcp login", p->name);
+	if (auth_need_client(p) == -1)
+		return -1;
+	auth_form(form, sizeof(form), "client_id", p->client_id,
+	    "grant_type", "refresh_token", "refresh_token", t->refresh,
+	    "scope", p->scope, (char *)NULL);
+	st = auth_post(p, "token", form);
+	wipe(form, sizeof(form));
+	if (st == -1)
+		return -1;
+	if (st != 200)
+		return auth_error(p, st);
+	debug(1, "access token refreshed");
+	return auth_store(p, t);
+}
+
+/* A usable access token in t->access; force: the last one was refused. */
+static int
+auth_token(const struct profile *p, struct token *t, int force)
+{
+	if (!force && t->access[0] &&
+	    t->expires > (int64_t)time(NULL) + AUTH_SLACK)
+		return 0;
+	return auth_refresh(p, t);
+}
+
+/* RFC 8628: show the code, then poll until approved, refused or expired. */
+static int
+auth_device(const struct profile *p, struct token *t)
+{
+	static char form[TOKEN_MAX * 2];
+	static char device_code[TOKEN_MAX];
+	int64_t	 interval, deadline;
+	int	 st;
+
+	auth_form(form, sizeof(form), "client_id", p->client_id, "scope",
+	    p->scope, (char *)NULL);
+	if ((st = auth_post(p, "devicecode", form)) == -1)
+		return -1;
+	if (st != 200)
+		return auth_error(p, st);
+	if (oa.device_code[0] == '\0' || oa.user_code[0] == '\0' ||
+	    oa.verification_uri[0] == '\0')
+		return err1("device code reply without a code or URL");
+	scopy(device_code, sizeof(device_code), oa.device_code);
+	interval = oa.interval > 0 && oa.interval < 60 ? oa.interval : 5;
+	deadline = (int64_t)time(NULL) + (oa.expires_in > 0 ?
+	    oa.expires_in : 900);
+	fprintf(stderr, "To sign in, open %s and enter the code %s\n",
+	    oa.verification_uri, oa.user_code);
+	fflush(stderr);
+	for (;;) {
+		sleep((unsigned)interval);
+		if ((int64_t)time(NULL) >= deadline) {
+			wipe(device_code, sizeof(device_code));
+			return fail(EXIT_AUTH, "the code expired before sign-in "
+			    "finished; run odcp login again");
+		}
+		auth_form(form, sizeof(form), "grant_type",
+		    "urn:ietf:params:oauth:grant-type:device_code",
+		    "client_id", p->client_id, "device_code", device_code,
+		    (char *)NULL);
+		if ((st = auth_post(p, "token", form)) == -1)
+			break;
+		if (st == 200) {
+			wipe(device_code, sizeof(device_code));
+			wipe(form, sizeof(form));
+			return auth_store(p, t);
+		}
+		if (strcmp(oa.error, "authorization_pending") == 0)
+			continue;
+		if (strcmp(oa.error, "slow_down") == 0) {
+			interval += 5;		/* RFC 8628 3.5 */
+			continue;
+		}
+		if (strcmp(oa.error, "authorization_declined") == 0 ||
+		    strcmp(oa.error, "access_denied") == 0)
+			st = fail(EXIT_AUTH, "sign-in was declined");
+		else if (strcmp(oa.error, "expired_token") == 0)
+			st = fail(EXIT_AUTH, "the code expired before sign-in "
+			    "finished; run odcp login again");
+		else if (strcmp(oa.error, "bad_verification_code") == 0)
+			st = fail(EXIT_AUTH, "the identity platform did not "
+			    "recognise the device code: %s", oa.desc);
+		else
+			st = auth_error(p, st);
+		break;
+	}
+	wipe(device_code, sizeof(device_code));
+	wipe(form, sizeof(form));
+	wipe(&oa, sizeof(oa));
+	return -1;
+}
+
+/* Find name=value in a query string (modified in place); NULL if absent. */
+static char *
+auth_query(char *q, const char *name)
+{
+	char	*pair, *save = NULL, *eq;
+	size_t	 n = strlen(name);
+	static char copy[URL_MAX];
+
+	bfmt(copy, sizeof(copy), "%s", q);
+	for (pair = strtok_r(copy, "&", &save); pair != NULL;
+	    pair = strtok_r(NULL, "&", &save)) {
+		eq = strchr(pair, '=');
+		if (eq == NULL || (size_t)(eq - pair) != n ||
+		    strncmp(pair, name, n) != 0)
+			continue;
+		if (form_decode(eq + 1) == -1)
+			return NULL;
+		return eq + 1;
+	}
+	return NULL;
+}
+
+/* Authorization code with PKCE (RFC 7636, S256) and a pasted redirect. */
+static int
+auth_browser(const struct profile *p, struct token *t)
+{
+	static char form[TOKEN_MAX * 4], line[URL_MAX], code[TOKEN_MAX];
+	char	 url[URL_MAX * 2], redirect[URL_MAX], enc_redirect[URL_MAX * 3];
+	char	 enc_scope[FIELD_MAX * 3], verifier[64], challenge[64];
+	char	 state[32], *q, *v;
+	unsigned char rnd[32], hash[32];
+	br_sha256_context sh;
+	size_t	 n;
+	int	 st;
+
+	if (p->redirect_uri[0])
+		bfmt(redirect, sizeof(redirect), "%s", p->redirect_uri);
+	else
+		bfmt(redirect, sizeof(redirect),
+		    "%s/common/oauth2/nativeclient", p->login_url);
+	if (random_bytes(rnd, sizeof(rnd)) == -1)
+		return -1;
+	base64(verifier, rnd, 32, 1);		/* 43 characters */
+	br_sha256_init(&sh);
+	br_sha256_update(&sh, verifier, strlen(verifier));
+	br_sha256_out(&sh, hash);
+	base64(challenge, hash, 32, 1);
+	if (random_bytes(rnd, 16) == -1)
+		return -1;
+	base64(state, rnd, 16, 1);
+	if (form_encode(enc_redirect, sizeof(enc_redirect), redirect) == -1 ||
+	    form_encode(enc_scope, sizeof(enc_scope), p->scope) == -1)
+		return fail(EXIT_USAGE, "redirect_uri or scope too long");
+	bfmt(url, sizeof(url), "%s/%s/oauth2/v2.0/authorize?client_id=%s"
+	    "&response_type=code&redirect_uri=%s&response_mode=query"
+	    "&scope=%s&state=%s&code_challenge=%s&code_challenge_method=S256",
+	    p->login_url, p->tenant, p->client_id, enc_redirect, enc_scope,
+	    state, challenge);
+	fprintf(stderr, "Open this address in a browser and sign in:\n\n%s\n\n"
+	    "Then paste the address of the page you land on (or the code):\n",
+	    url);
+	fflush(stderr);
+	if (fgets(line, sizeof(line), stdin) == NULL)
+		return fail(EXIT_AUTH, "no redirect address given");
+	line[strcspn(line, "\r\n")] = '\0';
+	q = line + strspn(line, " \t");
+	if (strpbrk(q, "?#=") != NULL) {
+		if ((v = strpbrk(q, "?#")) != NULL)
+			q = v + 1;
+		if ((v = auth_query(q, "error")) != NULL) {
+			char desc[MSG_MAX];
+			char *d = auth_query(q, "error_description");
+			bfmt(desc, sizeof(desc), "%.500s", d ? d : "");
+			return fail(EXIT_AUTH, "sign-in failed: %s %s",
+			    auth_query(q, "error"), desc);
+		}
+		if ((v = auth_query(q, "state")) == NULL ||
+		    strcmp(v, state) != 0)
+			return fail(EXIT_AUTH, "the pasted address does not "
+			    "carry this sign-in's state; start again");
+		if ((v = auth_query(q, "code")) == NULL)
+			return fail(EXIT_AUTH, "no code in the pasted address");
+		q = v;
+	}
+	n = strlen(q);
+	if (n == 0 || n >= sizeof(code))
+		return fail(EXIT_AUTH, "no code given");
+	memcpy(code, q, n + 1);
+	wipe(line, sizeof(line));
+	auth_form(form, sizeof(form), "client_id", p->client_id,
+	    "grant_type", "authorization_code", "code", code,
+	    "redirect_uri", redirect, "code_verifier", verifier,
+	    "scope", p->scope, (char *)NULL);
+	wipe(code, sizeof(code));
+	st = auth_post(p, "token", form);
+	wipe(form, sizeof(form));
+	if (st == -1)
+		return -1;
+	if (st != 200)
+		return auth_error(p, st);
+	return auth_store(p, t);
+}
+
+/* == 11. Microsoft Graph (policy) ========================================= */
+
+/*
+ * graph_request() is the one place that decides what a request carries
+ * and what happens when it fails: the bearer token goes only to Graph
+ * (never to pre-authenticated download and upload hosts, graph-api.md
+ * 5.1, 7.2); a 401 from Graph refreshes the token once and replays;
+ * 429 and 503 wait for Retry-After; idempotent requests are retried on
+ * 5xx and broken connections with backoff.  Error bodies are decoded
+ * into one line ("HTTP 404 itemNotFound: ...") by graph_error().
+ * The parse_* functions read one response shape each, streaming.
+ */
+enum { G_AUTH = 1, G_IDEMPOTENT = 2, G_SECRET = 4 };
+
+struct graph {
+	struct profile *p;
+	struct token *t;
+	char	 base[URL_MAX];		/* the drive: {graph_url}/me/drive */
+};
+
+/* A response body as a json_read_fn source. */
+struct body {
+	struct conn *c;
+	struct http_resp *r;
+};
+
+static long
+body_read(void *ctx, unsigned char *buf, size_t n)
+{
+	struct body *b = ctx;
+
+	return http_read(b->c, b->r, buf, n);
+}
+
+static int
+graph_init(struct graph *g, struct profile *p, struct token *t)
+{
+	char	 enc[FIELD_MAX * 3];
+
+	g->p = p;
+	g->t = t;
+	if (p->drive[0]) {
+		if (path_encode(enc, sizeof(enc), p->drive) == -1)
+			BUG("drive id");
+		bfmt(g->base, sizeof(g->base), "%s/drives/%s", p->graph_url, enc);
+	} else if (p->user[0]) {
+		if (path_encode(enc, sizeof(enc), p->user) == -1)
+			BUG("user name");
+		bfmt(g->base, sizeof(g->base), "%s/users/%s/drive",
+		    p->graph_url, enc);
+	} else if (conf_app_only(p))
+		return fail(EXIT_USAGE, "profile %s signs in app-only: set "
+		    "drive = <drive-id> or user = <upn> (there is no /me)",
+		    p->name);
+	else
+		bfmt(g->base, sizeof(g->base), "%s/me/drive", p->graph_url);
+	return 0;
+}
+
+/* Seconds to wait before the next attempt (RFC 9110 10.2.3). */
+static int64_t
+retry_wait(const struct http_resp *r, int attempt)
+{
+	int64_t	 v, now, when;
+	struct tm tm;
+	char	 mon[4];
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	const char *m;
+
+	if (r != NULL && r->retry_after[0]) {
+		if (parse_int(r->retry_after, 0, INT64_MAX, &v) == 0)
+			return v < RETRY_WAIT_MAX ? v : RETRY_WAIT_MAX;
+		/* IMF-fixdate, relative to the response's own Date */
+		memset(&tm, 0, sizeof(tm));
+		if (sscanf(r->retry_after, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT",
+		    &tm.tm_mday, mon, &tm.tm_year, &tm.tm_hour, &tm.tm_min,
+		    &tm.tm_sec) == 6 && (m = strstr(months, mon)) != NULL) {
+			when = days_from_civil(tm.tm_year,
+			    (int)(m - months) / 3 + 1, tm.tm_mday) * 86400 +
+			    tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+			now = (int64_t)time(NULL);
+			if (r->date[0] && sscanf(r->date,
+			    "%*3s, %2d %3s %4d %2d:%2d:%2d GMT", &tm.tm_mday,
+			    mon, &tm.tm_year, &tm.tm_hour, &tm.tm_min,
+			    &tm.tm_sec) == 6 &&
+			    (m = strstr(months, mon)) != NULL)
+				now = days_from_civil(tm.tm_year,
+				    (int)(m - months) / 3 + 1, tm.tm_mday) *
+				    86400 + tm.tm_hour * 3600 + tm.tm_min * 60 +
+				    tm.tm_sec;
+			v = when - now;
+			return v < 0 ? 0 : v < RETRY_WAIT_MAX ? v :
+			    RETRY_WAIT_MAX;
+		}
+	}
+	v = (int64_t)1 << (attempt < 6 ? attempt : 6);	/* 1, 2, 4 ... */
+	return v + rand() % (v + 1);
+}
+
+static int
+graph_retryable(int status, int flags)
+{
+	if (status == 429 || status == 503)	/* not processed: always */
+		return 1;
+	return (flags & G_IDEMPOTENT) && (status == 500 || status == 502 ||
+	    status == 504 || status == 509);
+}
+
+/*
+ * Send q to url under the policy in flags; on return r holds a final
+ * response head (any status) and *cp the connection with its body.
+ */
+static int
+graph_request(struct graph *g, const char *url, struct http_req *q,
+    struct http_resp *r, struct conn **cp, int flags)
+{
+	static char hdrs[TOKEN_MAX + 1024];
+	const char *extra = q->hdrs;
+	int	 attempt, refreshed = 0, rc, saved;
+	int64_t	 wait;
+
+	for (attempt = 0;; attempt++) {
+		q->hdrs = extra;
+		if (flags & G_AUTH) {
+			if (auth_token(g->p, g->t, refreshed == 1) == -1)
+				return -1;
+			if (refreshed == 1)
+				refreshed = 2;
+			if (snprintf(hdrs, sizeof(hdrs), "Authorization: Bearer "
+			    "%s\r\n%s", g->t->access, extra ? extra : "") >=
+			    (int)sizeof(hdrs))
+				return err1("access token too long");
+			q->hdrs = hdrs;
+		}
+		saved = exit_status;
+		hush = 0;
+		rc = http_exchange(url, q, r, cp, g->p->timeout,
+		    flags & G_SECRET);
+		wipe(hdrs, sizeof(hdrs));
+		q->hdrs = extra;
+		if (rc == -1) {
+			if (!(flags & G_IDEMPOTENT) || attempt >= RETRY_MAX)
+				return -1;
+			exit_status = saved;
+			wait = retry_wait(NULL, attempt);
+			fprintf(stderr, "odcp: retrying in %" PRId64 " s\n", wait);
+			sleep((unsigned)wait);
+			continue;
+		}
+		if (r->status == 401 && (flags & G_AUTH) && refreshed == 0) {
+			http_discard(*cp, r);
+			http_done(*cp, r);
+			refreshed = 1;
+			continue;
+		}
+		if (graph_retryable(r->status, flags) && attempt < RETRY_MAX) {
+			wait = retry_wait(r, attempt);
+			debug(0 + 1, "HTTP %d: retrying in %" PRId64 " s",
+			    r->status, wait);
+			http_discard(*cp, r);
+			http_done(*cp, r);
+			sleep((unsigned)wait);
+			continue;
+		}
+		return 0;
+	}
+}
+
+/*
+ * Report a failed response as one line and return -1: "what: HTTP 404
+ * itemNotFound: The resource could not be found."  The exit status
+ * follows the status and Graph's error code.  Consumes the body.
+ */
+static int
+graph_error(struct conn *c, struct http_resp *r, const char *what)
+{
+	static struct json j;
+	struct body b = { c, r };
+	char	 code[FIELD_MAX] = "", inner[FIELD_MAX] = "", msg[MSG_MAX] = "";
+	int	 depth = 0, st = EXIT_FAIL, in_err = 0, in_inner = 0;
+	enum json_ev ev;
+
+	json_init(&j, body_read, &b);
+	/* {"error":{"code":..,"message":..,"innerError":{"code":..}}} */
+	while ((ev = json_next(&j)) != JSON_END && ev != JSON_ERR) {
+		if (ev == JSON_OBJ || ev == JSON_ARR)
+			depth++;
+		else if (ev == JSON_OBJ_END || ev == JSON_ARR_END) {
+			if (depth == 2)
+				in_err = 0;
+			if (depth == 3)
+				in_inner = 0;
+			depth--;
+		} else if (ev == JSON_KEY && depth == 1)
+			in_err = strcmp(j.str, "error") == 0;
+		else if (ev == JSON_KEY && depth == 2 && in_err) {
+			if (strcmp(j.str, "code") == 0)
+				json_get_str(&j, code, sizeof(code));
+			else if (strcmp(j.str, "message") == 0) {
+				if (json_next(&j) == JSON_STR)
+					strtrunc(msg, sizeof(msg), j.str);
+			} else if (strcasecmp(j.str, "innerError") == 0)
+				in_inner = 1;
+			else
+				json_skip(&j);
+		} else if (ev == JSON_KEY && depth == 3 && in_inner &&
+		    strcmp(j.str, "code") == 0)
+			json_get_str(&j, inner, sizeof(inner));
+		else if (ev == JSON_KEY && depth >= 2)
+			json_skip(&j);
+	}
+	http_discard(c, r);
+	http_done(c, r);
+	msg[strcspn(msg, "\r\n")] = '\0';
+	if (r->status == 401)
+		st = EXIT_AUTH;
+	else if (r->status == 404)
+		st = EXIT_NOTFOUND;
+	else if (r->status == 409 && strcmp(code, "nameAlreadyExists") == 0)
+		st = EXIT_EXISTS;
+	return fail(st, "%s: HTTP %d %s%s%s%s%s", what, r->status,
+	    code[0] ? code : "", inner[0] ? "/" : "", inner,
+	    msg[0] ? ": " : "", msg);
+}
+
+/* The hashes facet: only quickXorHash is used (graph-api.md 10.3). */
+static int
+parse_hashes(struct json *j, struct item *it)
+{
+	enum json_ev ev;
+	int	 bad = 0;
+
+	if (json_next(j) != JSON_OBJ)
+		return -1;
+	while (!bad && (ev = json_next(j)) == JSON_KEY)
+		bad = strcmp(j->str, "quickXorHash") == 0 ?
+		    json_get_str(j, it->qxh, sizeof(it->qxh)) : json_skip(j);
+	return bad || ev != JSON_OBJ_END ? -1 : 0;
+}
+
+/* The file, folder and fileSystemInfo facets. */
+static int
+parse_facet(struct json *j, struct item *it, const char *facet, char *fsmod)
+{
+	enum json_ev ev;
+	int	 bad = 0, fsi = strcmp(facet, "fileSystemInfo") == 0;
+
+	if (json_next(j) != JSON_OBJ)
+		return -1;
+	while (!bad && (ev = json_next(j)) == JSON_KEY) {
+		if (strcmp(j->str, "childCount") == 0)
+			bad = json_get_int(j, &it->children);
+		else if (strcmp(j->str, "mimeType") == 0)
+			bad = json_get_str(j, it->mime, sizeof(it->mime));
+		else if (fsi && strcmp(j->str, "lastModifiedDateTime") == 0)
+			bad = json_get_str(j, fsmod, FIELD_MAX);
+		else if (strcmp(j->str, "hashes") == 0)
+			bad = parse_hashes(j, it);
+		else
+			bad = json_skip(j);
+	}
+	return bad || ev != JSON_OBJ_END ? -1 : 0;
+}
+
+/* Read a driveItem object's fields; the opening brace is consumed. */
+static int
+parse_item_body(struct json *j, struct item *it)
+{
+	char	 fsmod[FIELD_MAX] = "", key[64];
+	enum json_ev ev;
+	int	 bad = 0;
+
+	memset(it, 0, sizeof(*it));
+	it->children = -1;
+	while (!bad && (ev = json_next(j)) == JSON_KEY) {
+		strtrunc(key, sizeof(key), j->str);
+		if (strcmp(key, "id") == 0)
+			bad = json_get_str(j, it->id, sizeof(it->id));
+		else if (strcmp(key, "name") == 0)
+			bad = json_get_str(j, it->name, sizeof(it->name));
+		else if (strcmp(key, "size") == 0)
+			bad = json_get_int(j, &it->size);
+		else if (strcmp(key, "eTag") == 0)
+			bad = json_get_str(j, it->etag, sizeof(it->etag));
+		else if (strcmp(key, "cTag") == 0)
+			bad = json_get_str(j, it->ctag, sizeof(it->ctag));
+		else if (strcmp(key, "createdDateTime") == 0)
+			bad = json_get_str(j, it->created, sizeof(it->created));
+		else if (strcmp(key, "lastModifiedDateTime") == 0)
+			bad = json_get_str(j, it->modified, sizeof(it->modified));
+		else if (strcmp(key, "root") == 0) {
+			it->root = 1;
+			bad = json_skip(j);
+		} else if (strcmp(key, "package") == 0) {
+			/* OneNote notebooks: neither file nor folder */
+			it->type = ITEM_PACKAGE;
+			bad = json_skip(j);
+		} else if (strcmp(key, "file") == 0 ||
+		    strcmp(key, "folder") == 0 ||
+		    strcmp(key, "fileSystemInfo") == 0) {
+			if (it->type != ITEM_PACKAGE && strcmp(key, "file") == 0)
+				it->type = ITEM_FILE;
+			else if (it->type != ITEM_PACKAGE &&
+			    strcmp(key, "folder") == 0)
+				it->type = ITEM_FOLDER;
+			bad = parse_facet(j, it, key, fsmod);
+		} else
+			bad = json_skip(j);
+	}
+	if (bad || ev != JSON_OBJ_END)
+		return -1;
+	if (fsmod[0])
+		scopy(it->modified, sizeof(it->modified), fsmod);
+	if (it->type == ITEM_NONE && it->root)
+		it->type = ITEM_FOLDER;
+	return 0;
+}
+
+/* A whole response body that is one driveItem. */
+static int
+parse_item(struct conn *c, struct http_resp *r, struct item *it)
+{
+	static struct json j;
+	struct body b = { c, r };
+
+	json_init(&j, body_read, &b);
+	if (json_next(&j) != JSON_OBJ || parse_item_body(&j, it) == -1 ||
+	    json_next(&j) != JSON_END) {
+		http_done(c, r);
+		return err1("%s: improper driveItem: %s", c->host,
+		    j.msg[0] ? j.msg : "unexpected shape");
+	}
+	http_done(c, r);
+	return 0;
+}
+
+/*
+ * Drive paths.  path_norm() makes "/a/b" of what the user typed ("a//b/",
+ * "/") and refuses "." and ".." segments and characters the service
+ * cannot store (graph-api.md 3.4), so the error is ours and clear.
+ * graph_url() addresses an item by path, closing the path with ':'
+ * before any sub-resource (3.2); the root is ".../root".
+ */
+static int
+path_norm(char *out, size_t sz, const char *in)
+{
+	const char *s = in, *e;
+	size_t	 n, len = 0;
+
+	if (strlen(in) >= sz)
+		return fail(EXIT_USAGE, "path too long: %.60s...", in);
+	out[0] = '\0';
+	for (;;) {
+		s += strspn(s, "/");
+		if (*s == '\0')
+			break;
+		e = s + strcspn(s, "/");
+		n = (size_t)(e - s);
+		if ((n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' &&
+		    s[1] == '.'))
+			return fail(EXIT_USAGE, "%s: '.' and '..' are not "
+			    "allowed in remote paths", in);
+		if (strcspn(s, "\"*:<>?\\|") < n)
+			return fail(EXIT_USAGE, "%s: remote names cannot hold "
+			    "any of \" * : < > ? \\ |", in);
+		out[len++] = '/';
+		memcpy(out + len, s, n);
+		len += n;
+		out[len] = '\0';
+		s = e;
+	}
+	if (len == 0)
+		strcpy(out, "/");
+	return 0;
+}
+
+/* Control characters cannot be stored either; checked on create. */
+static int
+name_check(const char *path)
+{
+	const unsigned char *p;
+	const char *b = base_name(path);
+
+	for (p = (const unsigned char *)path; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return fail(EXIT_USAGE, "%s: remote names cannot hold "
+			    "control characters", path);
+	if (b[0] == ' ' || (b[0] && b[strlen(b) - 1] == ' '))
+		return fail(EXIT_USAGE, "%s: remote names cannot begin or end "
+		    "with a space", path);
+	return 0;
+}
+
+static void
+graph_url(struct graph *g, char *out, size_t sz, const char *path,
+    const char *sub)
+{
+	static char enc[PATH_MAX_ * 3];
+
+	if (path_encode(enc, sizeof(enc), path) == -1)
+		BUG("path too long");
+	if (strcmp(path, "/") == 0)
+		bfmt(out, sz, "%s/root%s%s", g->base, sub ? "/" : "",
+		    sub ? sub : "");
+	else
+		bfmt(out, sz, "%s/root:%s%s%s", g->base, enc, sub ? ":/" : "",
+		    sub ? sub : "");
+}
+
+static void
+req_init(struct http_req *q, const char *method)
+{
+	memset(q, 0, sizeof(*q));
+	q->method = method;
+	q->fd = -1;
+	q->hdrs = "Accept: application/json\r\n";
+}
+
+/*
+ * GET one item's metadata.  missing_ok: a 404 is no error and returns 1
+ * (the caller is asking whether the item exists).
+ */
+static int
+graph_stat(struct graph *g, const char *path, struct item *it,
+    int missing_ok)
+{
+	char	 url[URL_MAX];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+
+	graph_url(g, url, sizeof(url), path, NULL);
+	req_init(&q, "GET");
+	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
+		return -1;
+	if (r.status == 404 && missing_ok) {
+		http_discard(c, &r);
+		http_done(c, &r);
+		return 1;
+	}
+	if (r.status != 200)
+		return graph_error(c, &r, path);
+	return parse_item(c, &r, it);
+}
+
+/*
+ * A listing page: {"value":[items...],"@odata.nextLink":"..."}.  Items
+ * are handed to fn as they stream in; next gets the nextLink or "".
+ */
+typedef int (*item_fn)(const struct item *, void *);
+
+static int
+parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
+    char *next, size_t nextsz)
+{
+	static struct json j;
+	static struct item it;
+	struct body b = { c, r };
+	enum json_ev ev = JSON_ERR;
+	int	 bad = 0, rc = 0;
+
+	next[0] = '\0';
+	json_init(&j, body_read, &b);
+	if (json_next(&j) != JSON_OBJ)
+		bad = 1;
+	while (!bad && rc == 0 && (ev = json_next(&j)) == JSON_KEY) {
+		if (strcmp(j.str, "@odata.nextLink") == 0)
+			bad = json_get_str(&j, next, nextsz);
+		else if (strcmp(j.str, "value") == 0) {
+			if (json_next(&j) != JSON_ARR) {
+				bad = 1;
+				break;
+			}
+			while (rc == 0 && (ev = json_next(&j)) == JSON_OBJ) {
+				if (parse_item_body(&j, &it) == -1) {
+					bad = 1;
+					break;
+				}
+				rc = fn(&it, arg);
+			}
+			if (!bad && rc == 0 && ev != JSON_ARR_END)
+				bad = 1;
+		} else
+			bad = json_skip(&j);
+	}
+	if (!bad && rc == 0 && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
+		bad = 1;
+	http_done(c, r);
+	if (rc != 0)
+		return rc;
+	if (bad)
+		return err1("%s: improper listing page: %s", c->host,
+		    j.msg[0] ? j.msg : "unexpected shape");
+	return 0;
+}
+
+/* List a folder, following @odata.nextLink to the end (4.1). */
+static int
+graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
+{
+	static char url[URL_MAX], next[URL_MAX];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	struct url gu, nu;
+	long	 pages;
+	int	 rc;
+
+	graph_url(g, url, sizeof(url), path, "children");
+	if (url_parse(g->p->graph_url, &gu) == -1)
+		return -1;
+	for (pages = 0; url[0]; pages++) {
+		if (pages > 10000000L)
+			return err1("%s: listing does not end", path);
+		req_init(&q, "GET");
+		if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT)
+		    == -1)
+			return -1;
+		if (r.status != 200)
+			return graph_error(c, &r, path);
+		if ((rc = parse_page(c, &r, fn, arg, next, sizeof(next))) != 0)
+			return rc;
+		/* the token goes to the Graph host only, whatever a link says */
+		if (next[0] && (url_parse(next, &nu) == -1 ||
+		    strcasecmp(nu.host, gu.host) != 0 ||
+		    strcmp(nu.port, gu.port) != 0))
+			return err1("%s: nextLink leads away from %s", path,
+			    gu.host);
+		bfmt(url, sizeof(url), "%s", next);
+	}
+	return 0;
+}
+
+/*
+ * Download an item's content to fd.  GET .../content answers 302 to a
+ * pre-authenticated URL on another host, fetched without Authorization
+ * (5.1).  The bytes are counted and hashed as they pass.
+ */
+static int
+graph_download(struct graph *g, const char *path, int fd, struct qxh *h,
+    int64_t *total)
+{
+	static char url[URL_MAX];
+	static unsigned char buf[IO_BUF];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	int	 hops, flags = G_AUTH | G_IDEMPOTENT;
+	long	 n;
+
+	graph_url(g, url, sizeof(url), path, "content");
+	*total = 0;
+	qxh_init(h);
+	for (hops = 0;; hops++) {
+		req_init(&q, "GET");
+		q.hdrs = NULL;
+		if (graph_request(g, url, &q, &r, &c, flags) == -1)
+			return -1;
+		if (r.status < 300 || r.status > 399 || r.status == 304)
+			break;
+		if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
+			http_discard(c, &r);
+			http_done(c, &r);
+			return err1("%s: redirect without a usable Location", path);
+		}
+		http_discard(c, &r);
+		http_done(c, &r);
+		bfmt(url, sizeof(url), "%s", r.location);
+		flags = G_IDEMPOTENT | G_SECRET;	/* never the token */
+	}
+	if (r.status != 200)
+		return graph_error(c, &r, path);
+	while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
+		qxh_update(h, buf, (size_t)n);
+		if (write_all(fd, buf, (size_t)n) == -1) {
+			http_done(c, &r);
+			return err1("%s: write:", path);
+		}
+		*total += n;
+	}
+	http_done(c, &r);
+	return n < 0 ? -1 : 0;
+}
+
+/* A JSON request (POST, PATCH) whose answer is a driveItem, or an error. */
+static int
+graph_json(struct graph *g, const char *method, const char *url,
+    const char *body, const char *what, int want, struct item *it)
+{
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+
+	req_init(&q, method);
+	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
+	q.body = body;
+	q.blen = strlen(body);
+	q.has_body = 1;
+	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+		return -1;
+	if (r.status != want && !(want == 201 && r.status == 200))
+		return graph_error(c, &r, what);
+	return parse_item(c, &r, it);
+}
+
+/* Create one folder; the parent must exist (8.1). */
+static int
+graph_mkdir(struct graph *g, const char *path, struct item *it)
+{
+	char	 parent[PATH_MAX_], url[URL_MAX], name[NAME_MAX_ * 2];
+	char	 body[NAME_MAX_ * 2 + 128];
+	const char *b = base_name(path);
+
+	if (name_check(path) == -1)
+		return -1;
+	bfmt(parent, sizeof(parent), "%.*s", (int)(b - path - 1), path);
+	if (parent[0] == '\0')
+		strcpy(parent, "/");
+	graph_url(g, url, sizeof(url), parent, "children");
+	if (json_escape(name, sizeof(name), b) == -1)
+		return fail(EXIT_USAGE, "%s: name too long", path);
+	bfmt(body, sizeof(body), "{\"name\":\"%s\",\"folder\":{},"
+	    "\"@microsoft.graph.conflictBehavior\":\"fail\"}", name);
+	return graph_json(g, "POST", url, body, path, 201, it);
+}
+
+static int
+graph_delete(struct graph *g, const char *path)
+{
+	char	 url[URL_MAX];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+
+	graph_url(g, url, sizeof(url), path, NULL);
+	req_init(&q, "DELETE");
+	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
+		return -1;
+	if (r.status != 204 && r.status != 200)
+		return graph_error(c, &r, path);
+	http_discard(c, &r);
+	http_done(c, &r);
+	return 0;
+}
+
+/*
+ * Uploads (graph-api.md 6, 7).  Up to SIMPLE_UPLOAD_MAX bytes, and every
+ * empty file, go in one PUT .../content; anything larger goes through an
+ * upload session: fragments of a multiple of 320 KiB, each under 60 MiB,
+ * each with Content-Range and without Authorization, sent in order; the
+ * next offset comes from the service's nextExpectedRanges.  The conflict
+ * policy is always sent explicitly, and the local mtime as fileSystemInfo.
+ */
+struct upload {
+	const char *path;		/* remote, normalised */
+	const char *conflict;		/* fail, replace or rename */
+	int	 fd;
+	int64_t	 size;
+	int64_t	 mtime;
+	int64_t	 fragment;
+	struct item it;			/* the result */
+	char	 qxh[29];		/* the local content's hash */
+};
+
+/* The first start offset in {"nextExpectedRanges":["N-", "a-b"]}. */
+static int
+parse_session(struct conn *c, struct http_resp *r, char *url, size_t urlsz,
+    int64_t *next)
+{
+	static struct json j;
+	struct body b = { c, r };
+	enum json_ev ev;
+	int	 bad = 0, first = 1;
+	int64_t	 v;
+	char	*dash;
+
+	*next = -1;
+	if (url != NULL)
+		url[0] = '\0';
+	json_init(&j, body_read, &b);
+	if (json_next(&j) != JSON_OBJ)
+		bad = 1;
+	while (!bad && (ev = json_next(&j)) == JSON_KEY) {
+		if (url != NULL && strcmp(j.str, "uploadUrl") == 0)
+			bad = json_get_str(&j, url, urlsz);
+		else if (strcmp(j.str, "nextExpectedRanges") == 0) {
+			if (json_next(&j) != JSON_ARR) {
+				bad = 1;
+				break;
+			}
+			while ((ev = json_next(&j)) == JSON_STR) {
+				dash = strchr(j.str, '-');
+				if (dash != NULL)
+					*dash = '\0';
+				if (dash == NULL || parse_int(j.str, 0,
+				    INT64_MAX, &v) == -1) {
+					bad = 1;
+					break;
+				}
+				if (first)
+					*next = v;
+				first = 0;
+			}
+			if (!bad && ev != JSON_ARR_END)
+				bad = 1;
+		} else
+			bad = json_skip(&j);
+	}
+	if (!bad && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
+		bad = 1;
+	http_done(c, r);
+	if (bad)
+		return err1("%s: improper upload session reply: %s", c->host,
+		    j.msg[0] ? j.msg : "unexpected shape");
+	return 0;
+}
+
+static int
+upload_simple(struct graph *g, struct upload *u)
+{
+	char	 url[URL_MAX], q2[64];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+
+	graph_url(g, url, sizeof(url), u->path, "content");
+	bfmt(q2, sizeof(q2), "?@microsoft.graph.conflictBehavior=%s",
+	    u->conflict);
+	if (bcat(url, sizeof(url), q2, strlen(q2)) == -1)
+		return err1("%s: URL too long", u->path);
+	req_init(&q, "PUT");
+	q.hdrs = "Content-Type: application/octet-stream\r\n"
+	    "Accept: application/json\r\n";
+	q.fd = u->fd;
+	q.off = 0;
+	q.flen = u->size;
+	q.has_body = 1;
+	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
+		return -1;
+	if (r.status != 200 && r.status != 201)
+		return graph_error(c, &r, u->path);
+	return parse_item(c, &r, &u->it);
+}
+
+/* After a simple upload: set the mtime the session would have sent. */
+static int
+upload_mtime(struct graph *g, struct upload *u)
+{
+	char	 url[URL_MAX], when[FIELD_MAX], body[256], id[ID_MAX * 3];
+
+	if (path_encode(id, sizeof(id), u->it.id) == -1)
+		return err1("%s: item id too long", u->path);
+	bfmt(url, sizeof(url), "%s/items/%s", g->base, id);
+	time_format(when, sizeof(when), u->mtime);
+	bfmt(body, sizeof(body), "{\"fileSystemInfo\":"
+	    "{\"lastModifiedDateTime\":\"%s\"}}", when);
+	return graph_json(g, "PATCH", url, body, u->path, 200, &u->it);
+}
+
+/* Cancel a session so the service frees its space (7.3). */
+static void
+upload_cancel(struct graph *g, const char *url)
+{
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	int	 saved = exit_status;
+
+	req_init(&q, "DELETE");
+	q.hdrs = NULL;
+	if (graph_request(g, url, &q, &r, &c, G_SECRET) == 0) {
+		http_discard(c, &r);
+		http_done(c, &r);
+	}
+	exit_status = saved;
+}
+
+/* Send fragments from *off until the service commits the file. */
+static int
+upload_fragments(struct graph *g, struct upload *u, const char *url)
+{
+	char	 hdr[256];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	int64_t	 off = 0, len, next;
+	long	 rounds;
+
+	/* each round moves off forward, so this cap is never reached
+	 * by a well-behaved service */
+	for (rounds = 0; rounds <= u->size / FRAGMENT_UNIT + 16; rounds++) {
+		len = u->size - off < u->fragment ? u->size - off : u->fragment;
+		bfmt(hdr, sizeof(hdr), "Content-Range: bytes %" PRId64 "-%"
+		    PRId64 "/%" PRId64 "\r\n", off, off + len - 1, u->size);
+		req_init(&q, "PUT");
+		q.hdrs = hdr;
+		q.fd = u->fd;
+		q.off = (off_t)off;
+		q.flen = len;
+		q.has_body = 1;
+		debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64,
+		    u->path, off, off + len - 1, u->size);
+		if (graph_request(g, url, &q, &r, &c, G_IDEMPOTENT | G_SECRET)
+		    == -1)
+			return -1;
+		if (r.status == 200 || r.status == 201)
+			return parse_item(c, &r, &u->it);
+		if (r.status != 202)
+			return graph_error(c, &r, u->path);
+		if (parse_session(c, &r, NULL, 0, &next) == -1)
+			return -1;
+		if (next <= off)
+			return err1("%s: upload session did not move forward "
+			    "(next expected byte %" PRId64 ")", u->path, next);
+		if (next > u->size)
+			return err1("%s: upload session expects byte %" PRId64
+			    " of a %" PRId64 "-byte file", u->path, next,
+			    u->size);
+		off = next;
+		if (off == u->size)
+			return err1("%s: service has every byte but did not "
+			    "commit the file", u->path);
+	}
+	return err1("%s: upload did not finish", u->path);
+}
+
+static int
+upload_session(struct graph *g, struct upload *u)
+{
+	static char url[URL_MAX], upurl[URL_MAX];
+	char	 body[512], when[FIELD_MAX];
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	int64_t	 next;
+	int	 rc;
+
+	graph_url(g, url, sizeof(url), u->path, "createUploadSession");
+	time_format(when, sizeof(when), u->mtime);
+	/* "name" is left out: it must match the path exactly (7.1) */
+	bfmt(body, sizeof(body), "{\"item\":{\"@microsoft.graph."
+	    "conflictBehavior\":\"%s\",\"fileSystemInfo\":"
+	    "{\"lastModifiedDateTime\":\"%s\"}}}", u->conflict, when);
+	req_init(&q, "POST");
+	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
+	q.body = body;
+	q.blen = strlen(body);
+	q.has_body = 1;
+	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+		return -1;
+	if (r.status != 200)
+		return graph_error(c, &r, u->path);
+	if (parse_session(c, &r, upurl, sizeof(upurl), &next) == -1)
+		return -1;
+	if (upurl[0] == '\0')
+		return err1("%s: upload session without an uploadUrl", u->path);
+	rc = upload_fragments(g, u, upurl);
+	if (rc == -1)
+		upload_cancel(g, upurl);
+	wipe(upurl, sizeof(upurl));
+	return rc;
+}
+
+/* Hash the local file; the service's hash is checked against it. */
+static int
+upload_hash(struct upload *u)
+{
+	static unsigned char buf[IO_BUF];
+	struct qxh h;
+	int64_t	 off;
+	ssize_t	 n;
+
+	qxh_init(&h);
+	for (off = 0; off < u->size; off += n) {
+		n = pread_full(u->fd, buf, sizeof(buf), (off_t)off);
+		if (n < 0)
+			return err1("%s: read:", u->path);
+		if (n == 0)
+			return err1("%s: file shrank while being read", u->path);
+		qxh_update(&h, buf, (size_t)n);
+	}
+	qxh_final(&h, u->qxh);
+	return 0;
+}
+
+/* Upload u->fd to u->path and check what the service stored. */
+static int
+graph_upload(struct graph *g, struct upload *u)
+{
+	int	 rc;
+
+	if (name_check(u->path) == -1 || upload_hash(u) == -1)
+		return -1;
+	if (u->size <= SIMPLE_UPLOAD_MAX) {
+		rc = upload_simple(g, u);
+		if (rc == 0)
+			rc = upload_mtime(g, u);
+	} else
+		rc = upload_session(g, u);
+	if (rc == -1)
+		return -1;
+	if (u->it.size != u->size)
+		return err1("%s: service stored %" PRId64 " bytes, sent %"
+		    PRId64, u->path, u->it.size, u->size);
+	if (u->it.qxh[0] && strlen(u->it.qxh) == 28 &&
+	    strcmp(u->it.qxh, u->qxh) != 0)
+		return err1("%s: quickXorHash mismatch: service %s, local %s",
+		    u->path, u->it.qxh, u->qxh);
+	return 0;
+}
+
+/* GET the drive: id, type, owner and quota (graph-api.md 11). */
+struct drive {
+	char	 id[ID_MAX];
+	char	 type[FIELD_MAX];
+	char	 owner[FIELD_MAX];
+	char	 email[FIELD_MAX];
+	char	 state[FIELD_MAX];
+	int64_t	 total, used, remaining, deleted;
+};
+
+static int
+parse_drive(struct json *j, struct drive *d, int depth, const char *in)
+{
+	enum json_ev ev;
+	char	 key[64];
+	int	 bad = 0;
+
+	while (!bad && (ev = json_next(j)) == JSON_KEY) {
+		strtrunc(key, sizeof(key), j->str);
+		if (depth == 0 && strcmp(key, "id") == 0)
+			bad = json_get_str(j, d->id, sizeof(d->id));
+		else if (depth == 0 && strcmp(key, "driveType") == 0)
+			bad = json_get_str(j, d->type, sizeof(d->type));
+		else if ((depth == 0 && (strcmp(key, "owner") == 0 ||
+		    strcmp(key, "quota") == 0)) ||
+		    (depth == 1 && strcmp(in, "owner") == 0 &&
+		    strcmp(key, "user") == 0)) {
+			if (json_next(j) != JSON_OBJ)
+				return -1;
+			bad = parse_drive(j, d, depth + 1,
+			    depth == 0 ? (key[0] == 'o' ? "owner" : "quota") :
+			    "user");
+		} else if (strcmp(in, "user") == 0 &&
+		    strcmp(key, "displayName") == 0)
+			bad = json_get_str(j, d->owner, sizeof(d->owner));
+		else if (strcmp(in, "user") == 0 && strcmp(key, "email") == 0)
+			bad = json_get_str(j, d->email, sizeof(d->email));
+		else if (strcmp(in, "quota") == 0 && strcmp(key, "total") == 0)
+			bad = json_get_int(j, &d->total);
+		else if (strcmp(in, "quota") == 0 && strcmp(key, "used") == 0)
+			bad = json_get_int(j, &d->used);
+		else if (strcmp(in, "quota") == 0 &&
+		    strcmp(key, "remaining") == 0)
+			bad = json_get_int(j, &d->remaining);
+		else if (strcmp(in, "quota") == 0 &&
+		    strcmp(key, "deleted") == 0)
+			bad = json_get_int(j, &d->deleted);
+		else if (strcmp(in, "quota") == 0 && strcmp(key, "state") == 0)
+			bad = json_get_str(j, d->state, sizeof(d->state));
+		else
+			bad = json_skip(j);
+	}
+	return bad || ev != JSON_OBJ_END ? -1 : 0;
+}
+
+static int
+graph_drive(struct graph *g, struct drive *d)
+{
+	static struct json j;
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+	struct body b;
+
+	memset(d, 0, sizeof(*d));
+	req_init(&q, "GET");
+	if (graph_request(g, g->base, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
+		return -1;
+	if (r.status != 200)
+		return graph_error(c, &r, "drive");
+	b.c = c;
+	b.r = &r;
+	json_init(&j, body_read, &b);
+	if (json_next(&j) != JSON_OBJ || parse_drive(&j, d, 0, "") == -1 ||
+	    json_next(&j) != JSON_END) {
+		http_done(c, &r);
+		return err1("%s: improper drive reply: %s", c->host,
+		    j.msg[0] ? j.msg : "unexpected shape");
+	}
+	http_done(c, &r);
+	return 0;
+}
+
+/* == 12. Commands ========================================================= */
+
+/*
+ * One function per command, each a short script of §11 calls.  Results
+ * go to stdout, diagnostics to stderr.  Commands that walk a tree keep a
+ * queue of work in an unlinked temporary file, so memory stays flat for
+ * any number of items.  A multi-item job goes on after a failed item and
+ * ends with EXIT_PARTIAL.
+ */
+static struct profile P;
+static struct token T;
+static struct graph G;
+
+struct job {
+	long	 ok, failed;
+};
+
+static void
+job_end(struct job *jb, int rc)
+{
+	if (rc == 0)
+		jb->ok++;
+	else
+		jb->failed++;
+}
+
+/* The status of a job: one item's own, or partial for several. */
+static int
+job_status(const struct job *jb)
+{
+	if (jb->failed == 0)
+		return 0;
+	if (jb->ok + jb->failed > 1)
+		exit_status = EXIT_PARTIAL;
+	return -1;
+}
+
+static char
+item_char(const struct item *it)
+{
+	return it->type == ITEM_FOLDER ? 'd' : it->type == ITEM_PACKAGE ?
+	    'p' : '-';
+}
+
+/* "2024-01-02T03:04:05.123Z" -> "2024-01-02T03:04:05Z" */
+static void
+item_time(const char *in, char *out, size_t sz)
+{
+	int64_t	 t;
+
+	if (time_parse(in, &t) == 0)
+		time_format(out, sz, t);
+	else
+		bfmt(out, sz, "%s", in[0] ? "-" : "-");
+}
+
+/*
+ * The work queue of the tree walks: an unlinked temporary file read
+ * from *pos while new records are appended at its end.
+ */
+static int
+queue_next(FILE *q, long *pos, char *rec, size_t sz)
+{
+	if (fflush(q) != 0 || fseek(q, *pos, SEEK_SET) != 0 ||
+	    fgets(rec, (int)sz, q) == NULL)
+		return -1;
+	*pos = ftell(q);
+	rec[strcspn(rec, "\n")] = '\0';
+	return 0;
+}
+
+/* The next tab-separated field of a queue record. */
+static char *
+queue_field(char **p)
+{
+	char	*f = *p, *t;
+
+	if (f == NULL)
+		return "";
+	if ((t = strchr(f, '\t')) != NULL) {
+		*t = '\0';
+		*p = t + 1;
+	} else
+		*p = NULL;
+	return f;
+}
+
+/* ------------------------------------------------------------ ls, stat */
+
+struct ls {
+	int	 longfmt, recurse;
+	const char *prefix;		/* relative path of the folder listed */
+	FILE	*queue;			/* folders still to list (-R) */
+};
+
+static int
+ls_print(const struct item *it, void *arg)
+{
+	struct ls *l = arg;
+	char	 when[FIELD_MAX];
+	const char *slash = it->type == ITEM_FOLDER ? "/" : "";
+
+	if (l->longfmt) {
+		item_time(it->modified, when, sizeof(when));
+		printf("%c %12" PRId64 " %s %s%s%s\n", item_char(it), it->size,
+		    when, l->prefix, it->name, slash);
+	} else
+		printf("%s%s%s\n", l->prefix, it->name, slash);
+	if (l->recurse && it->type == ITEM_FOLDER)
+		fprintf(l->queue, "%s%s/\n", l->prefix, it->name);
+	return 0;
+}
+
+static int
+cmd_ls(int argc, char **argv)
+{
+	static char path[PATH_MAX_], sub[PATH_MAX_], rel[PATH_MAX_];
+	static struct item it;
+	struct ls l;
+	int	 ch, rc = 0;
+	long	 qpos;
+
+	memset(&l, 0, sizeof(l));
+	while ((ch = getopt(argc, argv, "+lR")) != -1) {
+		if (ch == 'l')
+			l.longfmt = 1;
+		else if (ch == 'R')
+			l.recurse = 1;
+		else
+			return fail(EXIT_USAGE, "usage: odcp ls [-lR] [PATH]");
+	}
+	if (argc - optind > 1)
+		return fail(EXIT_USAGE, "usage: odcp ls [-lR] [PATH]");
+	if (path_norm(path, sizeof(path), optind < argc ? argv[optind] : "/")
+	    == -1 || graph_stat(&G, path, &it, 0) != 0)
+		return -1;
+	l.prefix = "";
+	if (it.type != ITEM_FOLDER)
+		return ls_print(&it, &l);
+	if (l.recurse && (l.queue = tmpfile()) == NULL)
+		return err1("temporary file:");
+	rel[0] = '\0';
+	for (qpos = 0;;) {
+		l.prefix = rel;
+		bfmt(sub, sizeof(sub), "%s%s%s", path,
+		    strcmp(path, "/") && rel[0] ? "/" : "", rel);
+		if (rel[0] && sub[strlen(sub) - 1] == '/')
+			sub[strlen(sub) - 1] = '\0';
+		if (l.recurse)
+			fseek(l.queue, 0, SEEK_END);
+		if ((rc = graph_list(&G, sub, ls_print, &l)) != 0 || !l.recurse)
+			break;
+		if (queue_next(l.queue, &qpos, rel, sizeof(rel)) == -1)
+			break;
+	}
+	if (l.queue != NULL)
+		fclose(l.queue);
+	return rc;
+}
+
+static int
+cmd_stat(int argc, char **argv)
+{
+	static char path[PATH_MAX_];
+	static struct item it;
+	char	 when[FIELD_MAX];
+	static const char *types[] = { "unknown", "file", "folder", "package" };
+
+	if (argc != 2)
+		return fail(EXIT_USAGE, "usage: odcp stat PATH");
+	if (path_norm(path, sizeof(path), argv[1]) == -1 ||
+	    graph_stat(&G, path, &it, 0) != 0)
+		return -1;
+	printf("path: %s\nid: %s\ntype: %s\nsize: %" PRId64 "\n", path, it.id,
+	    types[it.type], it.size);
+	item_time(it.created, when, sizeof(when));
+	printf("created: %s\n", when);
+	item_time(it.modified, when, sizeof(when));
+	printf("modified: %s\n", when);
+	if (it.type == ITEM_FILE)
+		printf("quickXorHash: %s\nmimeType: %s\n",
+		    it.qxh[0] ? it.qxh : "-", it.mime[0] ? it.mime : "-");
+	if (it.type == ITEM_FOLDER)
+		printf("children: %" PRId64 "\n", it.children);
+	printf("eTag: %s\n", it.etag);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ get */
+
+/*
+ * Download one file to target ("-" is stdout).  The bytes go to a
+ * temporary file beside the target, which takes the target's name only
+ * after its size and quickXorHash match what the service says.
+ */
+static int
+get_file(const char *remote, const struct item *it, const char *target)
+{
+	static char tmp[LPATH_MAX + 64];
+	struct timespec ts[2];
+	struct qxh h;
+	char	 sum[29];
+	int64_t	 total, mt;
+	mode_t	 um;
+	int	 fd = -1, rc = -1;
+	const char *slash;
+
+	if (strcmp(target, "-") == 0)
+		fd = STDOUT_FILENO;
+	else {
+		slash = strrchr(target, '/');
+		if (snprintf(tmp, sizeof(tmp), "%.*s.%s.odcp-XXXXXX",
+		    slash ? (int)(slash - target + 1) : 0, target,
+		    slash ? slash + 1 : target) >= (int)sizeof(tmp))
+			return err1("%s: local path too long", target);
+		if ((fd = mkstemp(tmp)) == -1)
+			return err1("%s:", tmp);
+		um = umask(0);
+		umask(um);
+		fchmod(fd, 0666 & ~um);
+	}
+	if (graph_download(&G, remote, fd, &h, &total) == -1)
+		goto out;
+	qxh_final(&h, sum);
+	if (total != it->size) {
+		err1("%s: received %" PRId64 " bytes, expected %" PRId64,
+		    remote, total, it->size);
+		goto out;
+	}
+	if (it->qxh[0] && strlen(it->qxh) == 28 && strcmp(sum, it->qxh) != 0) {
+		err1("%s: quickXorHash mismatch: service %s, received %s",
+		    remote, it->qxh, sum);
+		goto out;
+	}
+	if (!it->qxh[0])
+		debug(1, "%s: no quickXorHash from the service; size checked",
+		    remote);
+	if (fd == STDOUT_FILENO) {
+		rc = 0;
+		goto out;
+	}
+	if (fsync(fd) == -1) {
+		err1("%s:", tmp);
+		goto out;
+	}
+	if (time_parse(it->modified, &mt) == 0) {
+		ts[0].tv_sec = ts[1].tv_sec = (time_t)mt;
+		ts[0].tv_nsec = ts[1].tv_nsec = 0;
+		futimens(fd, ts);
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		err1("%s:", tmp);
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, target) == -1) {
+		err1("%s:", target);
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd != -1 && fd != STDOUT_FILENO)
+		close(fd);
+	if (rc == -1 && fd != STDOUT_FILENO)
+		unlink(tmp);
+	return rc;
+}
+
+/* Queue records for the tree walks: "D\tpath" or "F\tsize\tmtime\thash\tpath". */
+struct tree {
+	FILE	*q;
+	const char *dir;		/* the folder being listed */
+};
+
+static int
+tree_queue(const struct item *it, void *arg)
+{
+	FILE	*q = ((struct tree *)arg)->q;
+	const char *dir = ((struct tree *)arg)->dir;
+
+	if (strchr(it->name, '\n') != NULL || strchr(it->name, '/') != NULL)
+		return err1("%s: item name holds a newline or slash", it->name);
+	if (it->type == ITEM_FOLDER)
+		fprintf(q, "D\t%s%s%s\n", dir, strcmp(dir, "/") ? "/" : "",
+		    it->name);
+	else if (it->type == ITEM_FILE)
+		fprintf(q, "F\t%" PRId64 "\t%s\t%s\t%s%s%s\n", it->size,
+		    it->modified[0] ? it->modified : "-",
+		    it->qxh[0] ? it->qxh : "-", dir,
+		    strcmp(dir, "/") ? "/" : "", it->name);
+	else
+		fprintf(q, "P\t%s%s%s\n", dir, strcmp(dir, "/") ? "/" : "",
+		    it->name);
+	return 0;
+}
+
+/* Download the folder remote into the local directory local. */
+static int
+get_tree(const char *remote, const char *local)
+{
+	static char rec[PATH_MAX_ + 256], lpath[LPATH_MAX];
+	static struct item it;
+	struct tree tr;
+	struct job jb = { 0, 0 };
+	char	*p, kind, *size = NULL, *mtime = NULL, *hash = NULL;
+	FILE	*q;
+	long	 qpos = 0;
+	int	 rc;
+	size_t	 rootlen = strcmp(remote, "/") ? strlen(remote) : 0;
+
+	if ((q = tmpfile()) == NULL)
+		return err1("temporary file:");
+	fprintf(q, "D\t%s\n", remote);
+	while (queue_next(q, &qpos, rec, sizeof(rec)) == 0) {
+		kind = rec[0];
+		p = rec + 2;
+		if (kind == 'F') {
+			size = queue_field(&p);
+			mtime = queue_field(&p);
+			hash = queue_field(&p);
+		}
+		if (p == NULL || snprintf(lpath, sizeof(lpath), "%s%s", local,
+		    p + (strlen(p) >= rootlen ? rootlen : 0)) >=
+		    (int)sizeof(lpath)) {
+			job_end(&jb, err1("%s: local path too long", p ? p : ""));
+			continue;
+		}
+		if (kind == 'P') {
+			job_end(&jb, err1("%s: OneNote notebooks cannot be "
+			    "downloaded; skipped", p));
+			continue;
+		}
+		if (kind == 'D') {
+			if (mkdir(lpath, 0777) == -1 && errno != EEXIST) {
+				job_end(&jb, err1("%s:", lpath));
+				continue;
+			}
+			tr.q = q;
+			tr.dir = p;
+			fseek(q, 0, SEEK_END);
+			if ((rc = graph_list(&G, p, tree_queue, &tr)) != 0)
+				job_end(&jb, rc);
+			continue;
+		}
+		memset(&it, 0, sizeof(it));
+		it.type = ITEM_FILE;
+		if (parse_int(size, 0, INT64_MAX, &it.size) == -1)
+			BUG("queue record");
+		if (strcmp(mtime, "-") != 0)
+			scopy(it.modified, sizeof(it.modified), mtime);
+		if (strcmp(hash, "-") != 0)
+			scopy(it.qxh, sizeof(it.qxh), hash);
+		rc = get_file(p, &it, lpath);
+		if (rc == 0)
+			debug(1, "%s -> %s", p, lpath);
+		job_end(&jb, rc);
+	}
+	fclose(q);
+	return job_status(&jb);
+}
+
+static int
+cmd_get(int argc, char **argv)
+{
+	static char path[PATH_MAX_], target[LPATH_MAX];
+	static struct item it;
+	struct stat st;
+	int	 ch, recurse = 0;
+	const char *local;
+
+	while ((ch = getopt(argc, argv, "+r")) != -1) {
+		if (ch != 'r')
+			return fail(EXIT_USAGE, "usage: odcp get [-r] REMOTE "
+			    "[LOCAL]");
+		recurse = 1;
+	}
+	if (argc - optind < 1 || argc - optind > 2)
+		return fail(EXIT_USAGE, "usage: odcp get [-r] REMOTE [LOCAL]");
+	if (path_norm(path, sizeof(path), argv[optind]) == -1 ||
+	    graph_stat(&G, path, &it, 0) != 0)
+		return -1;
+	local = optind + 1 < argc ? argv[optind + 1] : NULL;
+	if (it.type == ITEM_PACKAGE)
+		return err1("%s: OneNote notebooks cannot be downloaded", path);
+	if (it.type == ITEM_FOLDER && !recurse)
+		return fail(EXIT_USAGE, "%s is a folder: use get -r", path);
+	if (local != NULL && strcmp(local, "-") == 0) {
+		if (it.type == ITEM_FOLDER)
+			return fail(EXIT_USAGE, "cannot write a folder to stdout");
+		return get_file(path, &it, "-");
+	}
+	if (local == NULL)
+		bfmt(target, sizeof(target), "%s", it.root ? "root" :
+		    base_name(path));
+	else if (stat(local, &st) == 0 && S_ISDIR(st.st_mode))
+		bfmt(target, sizeof(target), "%s%s%s", local,
+		    local[strlen(local) - 1] == '/' ? "" : "/",
+		    it.root ? "root" : base_name(path));
+	else
+		bfmt(target, sizeof(target), "%s", local);
+	if (it.type == ITEM_FOLDER)
+		return get_tree(path, target);
+	return get_file(path, &it, target);
+}
+
+/* ------------------------------------------------------------------ put */
+
+static const char *put_conflict = "replace";
+static int64_t put_fragment;
+
+static int
+put_file(const char *local, const char *remote)
+{
+	static char path[PATH_MAX_];
+	struct upload u;
+	struct stat st;
+	int	 rc;
+
+	if (path_norm(path, sizeof(path), remote) == -1)
+		return -1;
+	memset(&u, 0, sizeof(u));
+	u.path = path;
+	u.conflict = put_conflict;
+	u.fragment = put_fragment ? put_fragment : P.fragment;
+	if ((u.fd = open(local, O_RDONLY)) == -1)
+		return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_FAIL,
+		    "%s:", local);
+	if (fstat(u.fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(u.fd);
+		return err1("%s: not a regular file", local);
+	}
+	u.size = st.st_size;
+	u.mtime = st.st_mtime;
+	rc = graph_upload(&G, &u);
+	close(u.fd);
+	if (rc == 0)
+		debug(1, "%s -> %s (%" PRId64 " bytes)", local, path, u.size);
+	return rc;
+}
+
+/* mkdir -p: each missing folder of path, top down. */
+static int
+mkdir_p(const char *path)
+{
+	static struct item it;
+	char	 parent[PATH_MAX_];
+	const char *b = base_name(path);
+	int	 rc;
+
+	if (strcmp(path, "/") == 0)
+		return 0;
+	if ((rc = graph_stat(&G, path, &it, 1)) == -1)
+		return -1;
+	if (rc == 0)
+		return it.type == ITEM_FOLDER ? 0 :
+		    fail(EXIT_EXISTS, "%s exists and is not a folder", path);
+	bfmt(parent, sizeof(parent), "%.*s", (int)(b - path - 1), path);
+	if (parent[0] && mkdir_p(parent) == -1)
+		return -1;
+	return graph_mkdir(&G, path, &it);
+}
+
+/* Upload the local directory dir as the remote folder remote. */
+static int
+put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
+    struct job *jb)
+{
+	static struct item it;
+	struct dirent *de;
+	struct stat st;
+	size_t	 ll = strlen(lpath), rl = strlen(rpath);
+	DIR	*d;
+	int	 rc;
+
+	if (depth > TREE_DEPTH_MAX)
+		return err1("%s: folders nested too deep", lpath);
+	if ((d = opendir(lpath)) == NULL)
+		return err1("%s:", lpath);
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (snprintf(lpath + ll, lsz - ll, "/%s", de->d_name) >=
+		    (int)(lsz - ll) || snprintf(rpath + rl, rsz - rl, "%s%s",
+		    rl > 1 ? "/" : "", de->d_name) >= (int)(rsz - rl)) {
+			lpath[ll] = rpath[rl] = '\0';
+			job_end(jb, err1("%s/%s: path too long", lpath,
+			    de->d_name));
+			continue;
+		}
+		if (stat(lpath, &st) == -1)
+			job_end(jb, err1("%s:", lpath));
+		else if (S_ISREG(st.st_mode))
+			job_end(jb, put_file(lpath, rpath));
+		else if (!S_ISDIR(st.st_mode))
+			job_end(jb, err1("%s: not a regular file or folder; "
+			    "skipped", lpath));
+		else if (lstat(lpath, &st) == 0 && S_ISLNK(st.st_mode))
+			job_end(jb, err1("%s: symbolic link to a folder; "
+			    "skipped", lpath));
+		else if ((rc = graph_mkdir(&G, rpath, &it)) == -1 &&
+		    exit_status == EXIT_EXISTS && graph_stat(&G, rpath, &it,
+		    0) == 0 && it.type == ITEM_FOLDER) {
+			exit_status = EXIT_OK;
+			put_tree(lpath, lsz, rpath, rsz, depth + 1, jb);
+		} else if (rc == -1)
+			job_end(jb, -1);
+		else
+			put_tree(lpath, lsz, rpath, rsz, depth + 1, jb);
+		lpath[ll] = rpath[rl] = '\0';
+	}
+	closedir(d);
+	return 0;
+}
+
+static int
+cmd_put(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "conflict", required_argument, NULL, 'C' },
+		{ "fragment-size", required_argument, NULL, 'F' },
+		{ NULL, 0, NULL, 0 }
+	};
+	static char lpath[LPATH_MAX], rpath[PATH_MAX_], norm[PATH_MAX_];
+	static struct item it;
+	struct stat st;
+	struct job jb = { 0, 0 };
+	const char *local, *remote;
+	int	 ch, recurse = 0, rc;
+	int64_t	 v;
+	size_t	 n;
+
+	while ((ch = getopt_long(argc, argv, "+r", opts, NULL)) != -1) {
+		if (ch == 'r')
+			recurse = 1;
+		else if (ch == 'C' && (strcmp(optarg, "fail") == 0 ||
+		    strcmp(optarg, "replace") == 0 ||
+		    strcmp(optarg, "rename") == 0))
+			put_conflict = optarg;
+		else if (ch == 'F' && parse_int(optarg, 1, INT64_MAX, &v) == 0 &&
+		    v % FRAGMENT_UNIT == 0 && v < FRAGMENT_LIMIT)
+			put_fragment = v;
+		else if (ch == 'F')
+			return fail(EXIT_USAGE, "--fragment-size must be a "
+			    "multiple of 327680 below 62914560");
+		else
+			return fail(EXIT_USAGE, "usage: odcp put [-r] "
+			    "[--conflict fail|replace|rename] "
+			    "[--fragment-size N] LOCAL [REMOTE]");
+	}
+	if (argc - optind < 1 || argc - optind > 2)
+		return fail(EXIT_USAGE, "usage: odcp put [-r] [--conflict "
+		    "fail|replace|rename] [--fragment-size N] LOCAL [REMOTE]");
+	local = argv[optind];
+	remote = optind + 1 < argc ? argv[optind + 1] : "/";
+	if (stat(local, &st) == -1)
+		return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_FAIL,
+		    "%s:", local);
+	if (S_ISDIR(st.st_mode) && !recurse)
+		return fail(EXIT_USAGE, "%s is a directory: use put -r", local);
+	bfmt(lpath, sizeof(lpath), "%s", local);
+	n = strlen(lpath);
+	while (n > 1 && lpath[n - 1] == '/')
+		lpath[--n] = '\0';
+	if (path_norm(norm, sizeof(norm), remote) == -1)
+		return -1;
+	/* like cp: into an existing folder, or to a name ending in '/' */
+	if ((rc = graph_stat(&G, norm, &it, 1)) == -1)
+		return -1;
+	if ((rc == 0 && it.type == ITEM_FOLDER) ||
+	    remote[strlen(remote) - 1] == '/') {
+		if (strcmp(base_name(lpath), "..") == 0 ||
+		    strcmp(base_name(lpath), ".") == 0)
+			return fail(EXIT_USAGE, "%s: name the remote folder",
+			    local);
+		bfmt(rpath, sizeof(rpath), "%s%s%s", norm,
+		    strcmp(norm, "/") ? "/" : "", base_name(lpath));
+	} else
+		bfmt(rpath, sizeof(rpath), "%s", norm);
+	if (!S_ISDIR(st.st_mode))
+		return put_file(lpath, rpath);
+	if (mkdir_p(rpath) == -1)
+		return -1;
+	put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb);
+	return job_status(&jb);
+}
+
+/* ---------------------------------------------------------- mkdir, rm */
+
+static int
+cmd_mkdir(int argc, char **argv)
+{
+	static char path[PATH_MAX_];
+	static struct item it;
+	struct job jb = { 0, 0 };
+	int	 ch, parents = 0;
+
+	while ((ch = getopt(argc, argv, "+p")) != -1) {
+		if (ch != 'p')
+			return fail(EXIT_USAGE, "usage: odcp mkdir [-p] PATH...");
+		parents = 1;
+	}
+	if (optind >= argc)
+		return fail(EXIT_USAGE, "usage: odcp mkdir [-p] PATH...");
+	for (; optind < argc; optind++) {
+		if (path_norm(path, sizeof(path), argv[optind]) == -1)
+			job_end(&jb, -1);
+		else if (strcmp(path, "/") == 0)
+			job_end(&jb, parents ? 0 : fail(EXIT_EXISTS,
+			    "/ already exists"));
+		else
+			job_end(&jb, parents ? mkdir_p(path) :
+			    graph_mkdir(&G, path, &it));
+	}
+	return job_status(&jb);
+}
+
+static int
+rm_one(const char *arg, int recurse)
+{
+	static char path[PATH_MAX_];
+	static struct item it;
+
+	if (path_norm(path, sizeof(path), arg) == -1)
+		return -1;
+	if (strcmp(path, "/") == 0)
+		return fail(EXIT_USAGE, "refusing to remove the drive root");
+	if (graph_stat(&G, path, &it, 0) != 0)
+		return -1;
+	if (it.root)
+		return fail(EXIT_USAGE, "refusing to remove the drive root");
+	if (it.type == ITEM_FOLDER && it.children != 0 && !recurse)
+		return err1("%s: folder is not empty (use rm -r)", path);
+	if (graph_delete(&G, path) == -1)
+		return -1;
+	debug(1, "removed %s", path);
+	return 0;
+}
+
+static int
+cmd_rm(int argc, char **argv)
+{
+	struct job jb = { 0, 0 };
+	int	 ch, recurse = 0;
+
+	while ((ch = getopt(argc, argv, "+r")) != -1) {
+		if (ch != 'r')
+			return fail(EXIT_USAGE, "usage: odcp rm [-r] PATH...");
+		recurse = 1;
+	}
+	if (optind >= argc)
+		return fail(EXIT_USAGE, "usage: odcp rm [-r] PATH...");
+	for (; optind < argc; optind++)
+		job_end(&jb, rm_one(argv[optind], recurse));
+	return job_status(&jb);
+}
+
+/* ------------------------------------------- whoami, login, logout */
+
+static int
+cmd_whoami(int argc, char **argv)
+{
+	struct drive d;
+
+	(void)argv;
+	if (argc != 1)
+		return fail(EXIT_USAGE, "usage: odcp whoami");
+	if (graph_drive(&G, &d) == -1)
+		return -1;
+	printf("account: %s (%s)\n", d.email[0] ? d.email : "-",
+	    d.owner[0] ? d.owner : "-");
+	printf("drive: %s (%s)\n", d.id, d.type[0] ? d.type : "-");
+	printf("total: %" PRId64 "\nused: %" PRId64 "\nremaining: %" PRId64
+	    "\ndeleted: %" PRId64 "\nstate: %s\n", d.total, d.used,
+	    d.remaining, d.deleted, d.state[0] ? d.state : "-");
+	return 0;
+}
+
+static int
+cmd_login(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "browser", no_argument, NULL, 'b' },
+		{ "device", no_argument, NULL, 'd' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct drive d;
+	int	 ch, browser = 0, rc;
+
+	while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		if (ch == 'b')
+			browser = 1;
+		else if (ch == 'd')
+			browser = 0;
+		else
+			return fail(EXIT_USAGE, "usage: odcp login [--browser]");
+	}
+	if (optind != argc)
+		return fail(EXIT_USAGE, "usage: odcp login [--browser]");
+	if (auth_need_client(&P) == -1)
+		return -1;
+	memset(&T, 0, sizeof(T));
+	if (conf_app_only(&P))
+		rc = auth_client_credentials(&P, &T);
+	else if (browser)
+		rc = auth_browser(&P, &T);
+	else
+		rc = auth_device(&P, &T);
+	if (rc == -1)
+		return -1;
+	if (graph_drive(&G, &d) == -1)
+		return -1;
+	if (!quiet)
+		fprintf(stderr, "odcp: signed in: drive %s (%s) of %s; "
+		    "profile %s\n", d.id, d.type, d.email[0] ? d.email :
+		    d.owner[0] ? d.owner : "app-only", P.name);
+	return 0;
+}
+
+static int
+cmd_logout(int argc, char **argv)
+{
+	char	 path[LPATH_MAX + PROFILE_MAX + 16];
+
+	(void)argv;
+	if (argc != 1)
+		return fail(EXIT_USAGE, "usage: odcp logout");
+	token_path(&P, path, sizeof(path), "");
+	if (unlink(path) == -1 && errno != ENOENT)
+		return err1("%s:", path);
+	if (!quiet)
+		fprintf(stderr, "odcp: tokens of profile %s removed\n", P.name);
+	return 0;
+}
+
+/* == 13. Command line and main ============================================ */
+
+static const struct cmd {
+	const char *name;
+	int	 (*fn)(int, char **);
+	int	 graph;			/* needs the drive and a token */
+	const char *synopsis;
+} cmds[] = {
+	{ "login",  cmd_login,  1, "login [--browser]" },
+	{ "logout", cmd_logout, 0, "logout" },
+	{ "whoami", cmd_whoami, 1, "whoami" },
+	{ "df",     cmd_whoami, 1, "df" },
+	{ "ls",     cmd_ls,     1, "ls [-lR] [PATH]" },
+	{ "stat",   cmd_stat,   1, "stat PATH" },
+	{ "get",    cmd_get,    1, "get [-r] REMOTE [LOCAL|-]" },
+	{ "put",    cmd_put,    1, "put [-r] [--conflict fail|replace|rename] "
+	    "[--fragment-size N] LOCAL [REMOTE]" },
+	{ "mkdir",  cmd_mkdir,  1, "mkdir [-p] PATH..." },
+	{ "rm",     cmd_rm,     1, "rm [-r] PATH..." },
+};
+
+static void
+usage(FILE *f)
+{
+	size_t	 i;
+
+	fprintf(f, "usage: odcp [-qv] [-p profile] [-c dir] [--cacert file] "
+	    "[--client-id id]\n            [--tenant t] [--timeout s] "
+	    "command [args]\ncommands:\n");
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		fprintf(f, "  odcp %s\n", cmds[i].synopsis);
+	fprintf(f, "See odcp(1).\n");
+}
+
+/* The configuration directory, in order of precedence. */
+static int
+config_dir(const char *opt, char *out, size_t sz)
+{
+	const char *e;
+
+	if (opt != NULL)
+		e = opt;
+	else if ((e = getenv("ODCP_CONFIG_DIR")) != NULL && *e)
+		;
+	else if ((e = getenv("XDG_CONFIG_HOME")) != NULL && *e) {
+		if (snprintf(out, sz, "%s/odcp", e) >= (int)sz)
+			return fail(EXIT_USAGE, "XDG_CONFIG_HOME too long");
+		return 0;
+	} else if ((e = getenv("HOME")) != NULL && *e) {
+		if (snprintf(out, sz, "%s/.config/odcp", e) >= (int)sz)
+			return fail(EXIT_USAGE, "HOME too long");
+		return 0;
+	} else
+		return fail(EXIT_USAGE, "no configuration directory: set "
+		    "HOME, XDG_CONFIG_HOME or ODCP_CONFIG_DIR");
+	if (scopy(out, sz, e) == -1)
+		return fail(EXIT_USAGE, "configuration directory too long");
+	return 0;
+}
+
+/* Command line, then environment, over the profile's settings. */
+static int
+apply_overrides(const char *client_id, const char *tenant,
+    const char *cacert, const char *timeout)
+{
+	const char *e;
+	int64_t	 v;
+
+	if (client_id == NULL && (e = getenv("ODCP_CLIENT_ID")) && *e)
+		client_id = e;
+	if (tenant == NULL && (e = getenv("ODCP_TENANT")) && *e)
+		tenant = e;
+	if (client_id && scopy(P.client_id, sizeof(P.client_id), client_id))
+		return fail(EXIT_USAGE, "client id too long");
+	if (tenant && scopy(P.tenant, sizeof(P.tenant), tenant))
+		return fail(EXIT_USAGE, "tenant too long");
+	if (strspn(P.tenant, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-._") != strlen(P.tenant) || P.tenant[0] == '\0')
+		return fail(EXIT_USAGE, "bad tenant '%s'", P.tenant);
+	if (cacert && scopy(P.cacert, sizeof(P.cacert), cacert))
+		return fail(EXIT_USAGE, "CA path too long");
+	if (P.cacert[0] == '\0' && (e = getenv("SSL_CERT_FILE")) && *e &&
+	    scopy(P.cacert, sizeof(P.cacert), e))
+		return fail(EXIT_USAGE, "SSL_CERT_FILE too long");
+	if (timeout) {
+		if (parse_int(timeout, 1, 3600, &v) == -1)
+			return fail(EXIT_USAGE, "--timeout must be 1 to 3600 "
+			    "seconds");
+		P.timeout = (int)v;
+	}
+	ca_file = P.cacert[0] ? P.cacert : NULL;
+	return 0;
+}
+
+static void
+wipe_secrets(void)
+{
+	wipe(&T, sizeof(T));
+	wipe(P.secret, sizeof(P.secret));
+	wipe(&oa, sizeof(oa));
+}
+
+#ifndef ODCP_NO_MAIN
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "profile", required_argument, NULL, 'p' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "cacert", required_argument, NULL, 'A' },
+		{ "client-id", required_argument, NULL, 'I' },
+		{ "tenant", required_argument, NULL, 'T' },
+		{ "timeout", required_argument, NULL, 'W' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *cfg = NULL, *client_id = NULL, *tenant = NULL;
+	const char *cacert = NULL, *timeout = NULL, *prof = NULL;
+	const struct cmd *cmd = NULL;
+	size_t	 i;
+	int	 ch, rc;
+
+	signal(SIGPIPE, SIG_IGN);
+	pool_init();
+	srand((unsigned)time(NULL) ^ (unsigned)getpid());
+	while ((ch = getopt_long(argc, argv, "+vqp:c:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'v': verbose++; break;
+		case 'q': quiet = 1; break;
+		case 'p': prof = optarg; break;
+		case 'c': cfg = optarg; break;
+		case 'A': cacert = optarg; break;
+		case 'I': client_id = optarg; break;
+		case 'T': tenant = optarg; break;
+		case 'W': timeout = optarg; break;
+		case 'h': usage(stdout); return EXIT_OK;
+		case 'V': printf("odcp %s\n", ODCP_VERSION); return EXIT_OK;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (strcmp(argv[optind], cmds[i].name) == 0)
+			cmd = &cmds[i];
+	if (cmd == NULL) {
+		fail(EXIT_USAGE, "unknown command '%s' (odcp --help lists them)",
+		    argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (prof == NULL && (prof = getenv("ODCP_PROFILE")) != NULL && !*prof)
+		prof = NULL;
+	if (scopy(P.name, sizeof(P.name), prof ? prof : "default") == -1 ||
+	    strspn(P.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.") != strlen(P.name) || P.name[0] == '.') {
+		fail(EXIT_USAGE, "bad profile name");
+		return EXIT_USAGE;
+	}
+	if (config_dir(cfg, P.dir, sizeof(P.dir)) == -1 ||
+	    conf_load(&P) == -1 ||
+	    apply_overrides(client_id, tenant, cacert, timeout) == -1 ||
+	    conf_secret(&P) == -1)
+		return exit_status;
+	argc -= optind;
+	argv += optind;
+	optind = 1;
+	rc = 0;
+	if (cmd->graph)
+		rc = token_load(&P, &T) == -1 || graph_init(&G, &P, &T) == -1;
+	if (rc == 0)
+		rc = cmd->fn(argc, argv);
+	wipe_secrets();
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fail(EXIT_FAIL, "stdout:");
+		rc = -1;
+	}
+	if (rc != 0 && exit_status == EXIT_OK)
+		exit_status = EXIT_FAIL;
+	return exit_status;
+}
+#endif
