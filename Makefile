@@ -5,8 +5,10 @@ CFLAGS    = -std=c99 -Os -g -Wall -Wextra -pedantic -Wstrict-prototypes \
 	    -Wmissing-prototypes -Wmissing-declarations -Wshadow \
 	    -Wpointer-arith -Wsign-compare
 BEARSSL   = vendor/src/bearssl-$(shell cat vendor/bearssl.version)
+CLIENT_ID =
 CPPFLAGS  = -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 \
-	    -DODCP_VERSION='"$(VERSION)"' -I$(BEARSSL)/inc
+	    -DODCP_VERSION='"$(VERSION)"' -DODCP_CLIENT_ID='"$(CLIENT_ID)"' \
+	    -I$(BEARSSL)/inc
 LDFLAGS   =
 PREFIX    = /usr/local
 MANPREFIX = $(PREFIX)/share/man
