@@ -721,6 +721,27 @@ pread_full(int fd, void *buf, size_t n, off_t off)
 	return (ssize_t)got;
 }
 
+/* mkdir -p for a local directory; new directories are mode 0700. */
+static int
+mkdir_parents(const char *dir)
+{
+	char	 buf[LPATH_MAX], *p;
+
+	if (scopy(buf, sizeof(buf), dir) == -1) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0700) == -1 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	return mkdir(buf, 0700) == -1 && errno != EEXIST ? -1 : 0;
+}
+
 /* The last component of a path ("" for "/"). */
 static const char *
 base_name(const char *path)
@@ -2191,9 +2212,10 @@ conf_defaults(struct profile *p)
 static int
 conf_load(struct profile *p)
 {
+	static struct profile other;	/* where other profiles' keys go */
 	char	 path[LPATH_MAX + 16], line[CONF_LINE_MAX], *s, *eq, *e;
 	FILE	*f;
-	int	 n = 0, in = 0, seen = 0, rc = 0;
+	int	 n = 0, in = -1, seen = 0, rc = 0;
 
 	conf_defaults(p);
 	bfmt(path, sizeof(path), "%s/config", p->dir);
@@ -2231,10 +2253,15 @@ conf_load(struct profile *p)
 			break;
 		}
 		*eq = '\0';
-		if (in)
-			rc = conf_set(p, conf_trim(s), conf_trim(eq + 1), path, n);
+		if (in == -1)
+			rc = fail(EXIT_USAGE, "%s:%d: setting before the first "
+			    "[profile] line", path, n);
+		else	/* every profile is checked, only ours is kept */
+			rc = conf_set(in ? p : &other, conf_trim(s),
+			    conf_trim(eq + 1), path, n);
 	}
 	fclose(f);
+	wipe(&other, sizeof(other));
 	if (rc == 0 && !seen && strcmp(p->name, "default") != 0)
 		return fail(EXIT_USAGE, "unknown profile '%s' in %s", p->name,
 		    path);
@@ -2351,7 +2378,7 @@ token_save(const struct profile *p, const struct token *t)
 	FILE	*f;
 	int	 fd, dfd, bad;
 
-	if (mkdir(p->dir, 0700) == -1 && errno != EEXIST)
+	if (mkdir_parents(p->dir) == -1)
 		return err1("%s:", p->dir);
 	token_path(p, path, sizeof(path), "");
 	token_path(p, tmp, sizeof(tmp) - 8, ".");
@@ -2947,7 +2974,9 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 				return -1;
 			exit_status = saved;
 			wait = retry_wait(NULL, attempt);
-			fprintf(stderr, "odcp: retrying in %" PRId64 " s\n", wait);
+			if (!quiet)
+				fprintf(stderr, "odcp: retrying in %" PRId64
+				    " s\n", wait);
 			sleep((unsigned)wait);
 			continue;
 		}
@@ -2959,8 +2988,10 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		}
 		if (graph_retryable(r->status, flags) && attempt < RETRY_MAX) {
 			wait = retry_wait(r, attempt);
-			debug(0 + 1, "HTTP %d: retrying in %" PRId64 " s",
-			    r->status, wait);
+			if (!quiet)
+				fprintf(stderr, "odcp: HTTP %d from %s: retrying "
+				    "in %" PRId64 " s\n", r->status,
+				    (*cp)->host, wait);
 			http_discard(*cp, r);
 			http_done(*cp, r);
 			sleep((unsigned)wait);
@@ -3407,13 +3438,20 @@ graph_json(struct graph *g, const char *method, const char *url,
 	return parse_item(c, &r, it);
 }
 
-/* Create one folder; the parent must exist (8.1). */
+/*
+ * Create one folder; the parent must exist (8.1).  exist_ok: a folder of
+ * that name already there is success (409 nameAlreadyExists, then a GET
+ * confirms it is a folder), as mkdir -p wants.
+ */
 static int
-graph_mkdir(struct graph *g, const char *path, struct item *it)
+graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 {
 	char	 parent[PATH_MAX_], url[URL_MAX], name[NAME_MAX_ * 2];
 	char	 body[NAME_MAX_ * 2 + 128];
 	const char *b = base_name(path);
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
 
 	if (name_check(path) == -1)
 		return -1;
@@ -3425,7 +3463,24 @@ graph_mkdir(struct graph *g, const char *path, struct item *it)
 		return fail(EXIT_USAGE, "%s: name too long", path);
 	bfmt(body, sizeof(body), "{\"name\":\"%s\",\"folder\":{},"
 	    "\"@microsoft.graph.conflictBehavior\":\"fail\"}", name);
-	return graph_json(g, "POST", url, body, path, 201, it);
+	req_init(&q, "POST");
+	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
+	q.body = body;
+	q.blen = strlen(body);
+	q.has_body = 1;
+	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+		return -1;
+	if (r.status == 409 && exist_ok) {
+		http_discard(c, &r);
+		http_done(c, &r);
+		if (graph_stat(g, path, it, 0) == -1)
+			return -1;
+		return it->type == ITEM_FOLDER ? 0 :
+		    fail(EXIT_EXISTS, "%s exists and is not a folder", path);
+	}
+	if (r.status != 201 && r.status != 200)
+		return graph_error(c, &r, path);
+	return parse_item(c, &r, it);
 }
 
 static int
@@ -3539,7 +3594,10 @@ upload_simple(struct graph *g, struct upload *u)
 	q.off = 0;
 	q.flen = u->size;
 	q.has_body = 1;
-	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
+	/* replace may be repeated; fail and rename must not be (a lost
+	 * reply would turn into a conflict or a second copy) */
+	if (graph_request(g, url, &q, &r, &c, G_AUTH |
+	    (strcmp(u->conflict, "replace") == 0 ? G_IDEMPOTENT : 0)) == -1)
 		return -1;
 	if (r.status != 200 && r.status != 201)
 		return graph_error(c, &r, u->path);
@@ -3822,13 +3880,14 @@ job_end(struct job *jb, int rc)
 		jb->failed++;
 }
 
-/* The status of a job: one item's own, or partial for several. */
+/* A job where some items failed and some worked is partial; where all
+ * failed, the status is the last failure's own. */
 static int
 job_status(const struct job *jb)
 {
 	if (jb->failed == 0)
 		return 0;
-	if (jb->ok + jb->failed > 1)
+	if (jb->ok > 0)
 		exit_status = EXIT_PARTIAL;
 	return -1;
 }
@@ -3849,13 +3908,44 @@ item_time(const char *in, char *out, size_t sz)
 	if (time_parse(in, &t) == 0)
 		time_format(out, sz, t);
 	else
-		bfmt(out, sz, "%s", in[0] ? "-" : "-");
+		bfmt(out, sz, "-");
 }
 
 /*
  * The work queue of the tree walks: an unlinked temporary file read
- * from *pos while new records are appended at its end.
+ * from *pos while new records are appended at its end.  It lives in
+ * $TMPDIR, /tmp, or (a FROM scratch container has neither) the
+ * configuration directory.
  */
+static FILE *
+queue_open(void)
+{
+	const char *dirs[3];
+	char	 path[LPATH_MAX + 32];
+	FILE	*q;
+	int	 i, fd;
+
+	dirs[0] = getenv("TMPDIR");
+	dirs[1] = "/tmp";
+	dirs[2] = P.dir;
+	for (i = 0; i < 3; i++) {
+		if (dirs[i] == NULL || *dirs[i] == '\0' || snprintf(path,
+		    sizeof(path), "%s/.odcp-queue.XXXXXX", dirs[i]) >=
+		    (int)sizeof(path))
+			continue;
+		if (i == 2 && mkdir_parents(P.dir) == -1)
+			continue;
+		if ((fd = mkstemp(path)) == -1)
+			continue;
+		unlink(path);
+		if ((q = fdopen(fd, "w+")) != NULL)
+			return q;
+		close(fd);
+	}
+	err1("no writable directory for a temporary file (set TMPDIR)");
+	return NULL;
+}
+
 static int
 queue_next(FILE *q, long *pos, char *rec, size_t sz)
 {
@@ -3935,8 +4025,8 @@ cmd_ls(int argc, char **argv)
 	l.prefix = "";
 	if (it.type != ITEM_FOLDER)
 		return ls_print(&it, &l);
-	if (l.recurse && (l.queue = tmpfile()) == NULL)
-		return err1("temporary file:");
+	if (l.recurse && (l.queue = queue_open()) == NULL)
+		return -1;
 	rel[0] = '\0';
 	for (qpos = 0;;) {
 		l.prefix = rel;
@@ -3978,9 +4068,9 @@ cmd_stat(int argc, char **argv)
 	if (it.type == ITEM_FILE)
 		printf("quickXorHash: %s\nmimeType: %s\n",
 		    it.qxh[0] ? it.qxh : "-", it.mime[0] ? it.mime : "-");
-	if (it.type == ITEM_FOLDER)
+	if (it.type == ITEM_FOLDER && it.children >= 0)
 		printf("children: %" PRId64 "\n", it.children);
-	printf("eTag: %s\n", it.etag);
+	printf("eTag: %s\n", it.etag[0] ? it.etag : "-");
 	return 0;
 }
 
@@ -4107,8 +4197,8 @@ get_tree(const char *remote, const char *local)
 	int	 rc;
 	size_t	 rootlen = strcmp(remote, "/") ? strlen(remote) : 0;
 
-	if ((q = tmpfile()) == NULL)
-		return err1("temporary file:");
+	if ((q = queue_open()) == NULL)
+		return -1;
 	fprintf(q, "D\t%s\n", remote);
 	while (queue_next(q, &qpos, rec, sizeof(rec)) == 0) {
 		kind = rec[0];
@@ -4256,7 +4346,7 @@ mkdir_p(const char *path)
 	bfmt(parent, sizeof(parent), "%.*s", (int)(b - path - 1), path);
 	if (parent[0] && mkdir_p(parent) == -1)
 		return -1;
-	return graph_mkdir(&G, path, &it);
+	return graph_mkdir(&G, path, &it, 1);
 }
 
 /* Upload the local directory dir as the remote folder remote. */
@@ -4269,7 +4359,6 @@ put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
 	struct stat st;
 	size_t	 ll = strlen(lpath), rl = strlen(rpath);
 	DIR	*d;
-	int	 rc;
 
 	if (depth > TREE_DEPTH_MAX)
 		return err1("%s: folders nested too deep", lpath);
@@ -4296,12 +4385,7 @@ put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
 		else if (lstat(lpath, &st) == 0 && S_ISLNK(st.st_mode))
 			job_end(jb, err1("%s: symbolic link to a folder; "
 			    "skipped", lpath));
-		else if ((rc = graph_mkdir(&G, rpath, &it)) == -1 &&
-		    exit_status == EXIT_EXISTS && graph_stat(&G, rpath, &it,
-		    0) == 0 && it.type == ITEM_FOLDER) {
-			exit_status = EXIT_OK;
-			put_tree(lpath, lsz, rpath, rsz, depth + 1, jb);
-		} else if (rc == -1)
+		else if (graph_mkdir(&G, rpath, &it, 1) == -1)
 			job_end(jb, -1);
 		else
 			put_tree(lpath, lsz, rpath, rsz, depth + 1, jb);
@@ -4375,8 +4459,14 @@ cmd_put(int argc, char **argv)
 		    strcmp(norm, "/") ? "/" : "", base_name(lpath));
 	} else
 		bfmt(rpath, sizeof(rpath), "%s", norm);
-	if (!S_ISDIR(st.st_mode))
+	if (!S_ISDIR(st.st_mode)) {
+		/* a new name: its folder may not exist yet (like mkdir -p) */
+		bfmt(norm, sizeof(norm), "%.*s", (int)(base_name(rpath) -
+		    rpath - 1), rpath);
+		if (rc == 1 && norm[0] && mkdir_p(norm) == -1)
+			return -1;
 		return put_file(lpath, rpath);
+	}
 	if (mkdir_p(rpath) == -1)
 		return -1;
 	put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb);
@@ -4408,7 +4498,7 @@ cmd_mkdir(int argc, char **argv)
 			    "/ already exists"));
 		else
 			job_end(&jb, parents ? mkdir_p(path) :
-			    graph_mkdir(&G, path, &it));
+			    graph_mkdir(&G, path, &it, 0));
 	}
 	return job_status(&jb);
 }
@@ -4467,7 +4557,8 @@ cmd_whoami(int argc, char **argv)
 		return -1;
 	printf("account: %s (%s)\n", d.email[0] ? d.email : "-",
 	    d.owner[0] ? d.owner : "-");
-	printf("drive: %s (%s)\n", d.id, d.type[0] ? d.type : "-");
+	printf("drive: %s (%s)\n", d.id[0] ? d.id : "-",
+	    d.type[0] ? d.type : "-");
 	printf("total: %" PRId64 "\nused: %" PRId64 "\nremaining: %" PRId64
 	    "\ndeleted: %" PRId64 "\nstate: %s\n", d.total, d.used,
 	    d.remaining, d.deleted, d.state[0] ? d.state : "-");
@@ -4491,10 +4582,11 @@ cmd_login(int argc, char **argv)
 		else if (ch == 'd')
 			browser = 0;
 		else
-			return fail(EXIT_USAGE, "usage: odcp login [--browser]");
+			return fail(EXIT_USAGE, "usage: odcp login "
+			    "[--device | --browser]");
 	}
 	if (optind != argc)
-		return fail(EXIT_USAGE, "usage: odcp login [--browser]");
+		return fail(EXIT_USAGE, "usage: odcp login [--device | --browser]");
 	if (auth_need_client(&P) == -1)
 		return -1;
 	memset(&T, 0, sizeof(T));
@@ -4539,7 +4631,7 @@ static const struct cmd {
 	int	 graph;			/* needs the drive and a token */
 	const char *synopsis;
 } cmds[] = {
-	{ "login",  cmd_login,  1, "login [--browser]" },
+	{ "login",  cmd_login,  1, "login [--device | --browser]" },
 	{ "logout", cmd_logout, 0, "logout" },
 	{ "whoami", cmd_whoami, 1, "whoami" },
 	{ "df",     cmd_whoami, 1, "df" },
