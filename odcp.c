@@ -657,11 +657,24 @@ days_from_civil(int64_t y, int m, int d)
 static int
 time_parse(const char *s, int64_t *out)
 {
-	int	 y, mo, d, h, mi, se, n = 0;
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	int	 y, mo, d, h, mi, se, i;
 
-	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &se,
-	    &n) != 6 || n != 19)
+	for (i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char)s[i]) :
+		    s[i] != shape[i])
+			return -1;
+	/* optional fractional seconds, then Z: the service sends UTC */
+	i = 19;
+	if (s[i] == '.') {
+		for (i++; isdigit((unsigned char)s[i]); i++)
+			;
+		if (i == 20)
+			return -1;
+	}
+	if (s[i] != 'Z' || s[i + 1] != '\0')
 		return -1;
+	sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &se);
 	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
 	    se > 60)
 		return -1;
@@ -679,6 +692,27 @@ time_format(char *out, size_t sz, int64_t t)
 	if (gmtime_r(&tt, &tm) == NULL || strftime(out, sz,
 	    "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		bfmt(out, sz, "1970-01-01T00:00:00Z");
+}
+
+/* Parse an IMF-fixdate (RFC 9110 5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT". */
+static int
+http_date(const char *s, int64_t *out)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	const char *m;
+	char	 mon[4];
+	int	 d, y, h, mi, se, n = 0;
+
+	if (sscanf(s, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT%n", &d, mon, &y, &h,
+	    &mi, &se, &n) != 6 || n == 0 || s[n] != '\0')
+		return -1;
+	if ((m = strstr(months, mon)) == NULL || (m - months) % 3 != 0 ||
+	    d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || h < 0 ||
+	    mi < 0 || se < 0)
+		return -1;
+	*out = days_from_civil(y, (int)(m - months) / 3 + 1, d) * 86400 +
+	    h * 3600 + mi * 60 + se;
+	return 0;
 }
 
 /* Write all of buf to fd, retrying short writes and EINTR. */
@@ -1178,7 +1212,7 @@ conn_getline(struct conn *c, char *buf, size_t sz)
 		nl = memchr(c->rbuf + c->roff, '\n', c->rlen - c->roff);
 		if (nl != NULL)
 			break;
-		if (c->rlen - c->roff >= sz - 1)
+		if (c->rlen - c->roff >= sz)
 			return conn_fail(c, "line too long in response");
 		if (conn_fill(c) == -1)
 			return -1;
@@ -1276,6 +1310,7 @@ http_header(struct http_resp *r, char *line)
 {
 	char	*v = strchr(line, ':');
 	size_t	 n;
+	int64_t	 n64;
 
 	if (v == NULL)
 		return;
@@ -1285,8 +1320,12 @@ http_header(struct http_resp *r, char *line)
 	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		v[--n] = '\0';
 	if (strcasecmp(line, "Content-Length") == 0) {
-		if (parse_int(v, 0, INT64_MAX, &r->clen) == -1)
-			r->clen = -2;		/* malformed: refused below */
+		/* RFC 9112 6.3: differing or malformed lengths are refused */
+		if (parse_int(v, 0, INT64_MAX, &n64) == -1 ||
+		    (r->clen >= 0 && r->clen != n64))
+			r->clen = -2;
+		else if (r->clen != -2)
+			r->clen = n64;
 	} else if (strcasecmp(line, "Transfer-Encoding") == 0)
 		r->chunked = strcasecmp(v, "chunked") == 0 ? 1 : -1;
 	else if (strcasecmp(line, "Connection") == 0) {
@@ -2888,42 +2927,25 @@ graph_init(struct graph *g, struct profile *p, struct token *t)
 	return 0;
 }
 
-/* Seconds to wait before the next attempt (RFC 9110 10.2.3). */
+/*
+ * Seconds to wait before the next attempt: Retry-After in seconds or as
+ * an HTTP-date relative to the response's own Date (RFC 9110 10.2.3),
+ * capped; without it, exponential backoff with jitter.
+ */
 static int64_t
 retry_wait(const struct http_resp *r, int attempt)
 {
-	int64_t	 v, now, when;
-	struct tm tm;
-	char	 mon[4];
-	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	const char *m;
+	int64_t	 v = -1, when, now;
+	const char *ra = r != NULL ? r->retry_after : "";
 
-	if (r != NULL && r->retry_after[0]) {
-		if (parse_int(r->retry_after, 0, INT64_MAX, &v) == 0)
-			return v < RETRY_WAIT_MAX ? v : RETRY_WAIT_MAX;
-		/* IMF-fixdate, relative to the response's own Date */
-		memset(&tm, 0, sizeof(tm));
-		if (sscanf(r->retry_after, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT",
-		    &tm.tm_mday, mon, &tm.tm_year, &tm.tm_hour, &tm.tm_min,
-		    &tm.tm_sec) == 6 && (m = strstr(months, mon)) != NULL) {
-			when = days_from_civil(tm.tm_year,
-			    (int)(m - months) / 3 + 1, tm.tm_mday) * 86400 +
-			    tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+	if (ra[0] && parse_int(ra, 0, INT64_MAX, &v) == -1 &&
+	    http_date(ra, &when) == 0) {
+		if (r->date[0] == '\0' || http_date(r->date, &now) == -1)
 			now = (int64_t)time(NULL);
-			if (r->date[0] && sscanf(r->date,
-			    "%*3s, %2d %3s %4d %2d:%2d:%2d GMT", &tm.tm_mday,
-			    mon, &tm.tm_year, &tm.tm_hour, &tm.tm_min,
-			    &tm.tm_sec) == 6 &&
-			    (m = strstr(months, mon)) != NULL)
-				now = days_from_civil(tm.tm_year,
-				    (int)(m - months) / 3 + 1, tm.tm_mday) *
-				    86400 + tm.tm_hour * 3600 + tm.tm_min * 60 +
-				    tm.tm_sec;
-			v = when - now;
-			return v < 0 ? 0 : v < RETRY_WAIT_MAX ? v :
-			    RETRY_WAIT_MAX;
-		}
+		v = when > now ? when - now : 0;
 	}
+	if (v >= 0)
+		return v < RETRY_WAIT_MAX ? v : RETRY_WAIT_MAX;
 	v = (int64_t)1 << (attempt < 6 ? attempt : 6);	/* 1, 2, 4 ... */
 	return v + rand() % (v + 1);
 }
@@ -3198,6 +3220,8 @@ path_norm(char *out, size_t sz, const char *in)
 		if (strcspn(s, "\"*:<>?\\|") < n)
 			return fail(EXIT_USAGE, "%s: remote names cannot hold "
 			    "any of \" * : < > ? \\ |", in);
+		if (len + 1 + n >= sz)
+			return fail(EXIT_USAGE, "path too long: %.60s...", in);
 		out[len++] = '/';
 		memcpy(out + len, s, n);
 		len += n;
