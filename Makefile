@@ -6,7 +6,7 @@ CFLAGS    = -std=c99 -Os -g -Wall -Wextra -pedantic -Wstrict-prototypes \
 	    -Wpointer-arith -Wsign-compare
 BEARSSL   = vendor/src/bearssl-$(shell cat vendor/bearssl.version)
 CLIENT_ID =
-CPPFLAGS  = -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 \
+CPPFLAGS  = -D_XOPEN_SOURCE=700 -D_FILE_OFFSET_BITS=64 \
 	    -DODCP_VERSION='"$(VERSION)"' -DODCP_CLIENT_ID='"$(CLIENT_ID)"' \
 	    -I$(BEARSSL)/inc
 LDFLAGS   =

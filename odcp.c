@@ -222,6 +222,7 @@ struct token {
 	char	 access[TOKEN_MAX];
 	char	 refresh[TOKEN_MAX];
 	int64_t	 expires;		/* unix seconds */
+	int64_t	 obtained;		/* when the access token was issued */
 };
 
 /* == 3. Diagnostics ======================================================= */
@@ -1603,6 +1604,43 @@ http_done(struct conn *c, struct http_resp *r)
 }
 
 /*
+ * -vv: the header lines odcp sent and the ones it read.  Authorization
+ * is never shown, nor a Location that may be a pre-authenticated URL.
+ */
+static void
+http_trace(const struct http_req *q, const struct http_resp *r, int secret)
+{
+	const char *p = q->hdrs, *e;
+
+	for (; p != NULL && *p; p = e + 2) {
+		if ((e = strstr(p, "\r\n")) == NULL)
+			break;
+		if (strncasecmp(p, "Authorization:", 14) == 0)
+			fprintf(stderr, "odcp: > Authorization: <redacted>\n");
+		else
+			fprintf(stderr, "odcp: > %.*s\n", (int)(e - p), p);
+	}
+	if (q->fd >= 0 || q->has_body)
+		fprintf(stderr, "odcp: > Content-Length: %" PRId64 "\n",
+		    q->fd >= 0 ? q->flen : (int64_t)q->blen);
+	if (r->clen >= 0)
+		fprintf(stderr, "odcp: < Content-Length: %" PRId64 "\n", r->clen);
+	if (r->chunked)
+		fprintf(stderr, "odcp: < Transfer-Encoding: chunked\n");
+	if (r->location[0])
+		fprintf(stderr, "odcp: < Location: <redacted%s>\n",
+		    secret ? "" : ": a pre-authenticated URL");
+	if (r->content_range[0])
+		fprintf(stderr, "odcp: < Content-Range: %s\n", r->content_range);
+	if (r->retry_after[0])
+		fprintf(stderr, "odcp: < Retry-After: %s\n", r->retry_after);
+	if (r->content_type[0])
+		fprintf(stderr, "odcp: < Content-Type: %s\n", r->content_type);
+	if (r->close)
+		fprintf(stderr, "odcp: < Connection: close\n");
+}
+
+/*
  * Send q to url and read the response head into r; *cp gets the
  * connection to read the body from.  secret: the URL itself is a
  * credential and is never logged in full.
@@ -1631,6 +1669,8 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 		hush = 0;
 		if (ok) {
 			debug(1, "%s %s -> %d", q->method, shown, r->status);
+			if (verbose >= 2)
+				http_trace(q, r, secret);
 			*cp = c;
 			return 0;
 		}
@@ -2402,6 +2442,9 @@ token_load(const struct profile *p, struct token *t)
 		else if (strcmp(line, "expires") == 0 &&
 		    parse_int(v, 0, INT64_MAX, &e) == 0)
 			t->expires = e;
+		else if (strcmp(line, "obtained") == 0 &&
+		    parse_int(v, 0, INT64_MAX, &e) == 0)
+			t->obtained = e;
 	}
 	wipe(line, sizeof(line));
 	fclose(f);
@@ -2434,8 +2477,8 @@ token_save(const struct profile *p, const struct token *t)
 	if (t->refresh[0])
 		fprintf(f, "refresh_token=%s\n", t->refresh);
 	if (t->access[0])
-		fprintf(f, "access_token=%s\nexpires=%" PRId64 "\n", t->access,
-		    t->expires);
+		fprintf(f, "access_token=%s\nexpires=%" PRId64 "\nobtained=%"
+		    PRId64 "\n", t->access, t->expires, t->obtained);
 	bad = fflush(f) != 0 || fsync(fd) != 0;
 	if (fclose(f) != 0 || bad) {
 		unlink(tmp);
@@ -2583,7 +2626,8 @@ auth_store(const struct profile *p, struct token *t)
 	scopy(t->access, sizeof(t->access), oa.access);
 	if (oa.refresh[0])
 		scopy(t->refresh, sizeof(t->refresh), oa.refresh);
-	t->expires = (int64_t)time(NULL) + (oa.expires_in > 0 ?
+	t->obtained = (int64_t)time(NULL);
+	t->expires = t->obtained + (oa.expires_in > 0 ?
 	    oa.expires_in : 3600);
 	wipe(&oa, sizeof(oa));
 	return token_save(p, t);
@@ -2642,9 +2686,9 @@ auth_client_credentials(const struct profile *p, struct token *t)
 	char	 scope[URL_MAX];
 	int	 st;
 
-	if (strcmp(p->tenant, "common") == 0 ||
-	    strcmp(p->tenant, "organizations") == 0 ||
-	    strcmp(p->tenant, "consumers") == 0)
+	if (strcasecmp(p->tenant, "common") == 0 ||
+	    strcasecmp(p->tenant, "organizations") == 0 ||
+	    strcasecmp(p->tenant, "consumers") == 0)
 		return fail(EXIT_USAGE, "app-only sign-in needs a tenant id "
 		    "or domain, not '%s'", p->tenant);
 	auth_resource(p, scope, sizeof(scope));
@@ -2687,12 +2731,20 @@ auth_refresh(const struct profile *p, struct token *t)
 	return auth_store(p, t);
 }
 
-/* A usable access token in t->access; force: the last one was refused. */
+/*
+ * A usable access token in t->access; force: the last one was refused.
+ * A token is renewed AUTH_SLACK seconds before it expires, or halfway
+ * through its life if that is shorter.
+ */
 static int
 auth_token(const struct profile *p, struct token *t, int force)
 {
-	if (!force && t->access[0] &&
-	    t->expires > (int64_t)time(NULL) + AUTH_SLACK)
+	int64_t	 slack = AUTH_SLACK;
+
+	if (t->obtained > 0 && t->expires > t->obtained &&
+	    (t->expires - t->obtained) / 2 < slack)
+		slack = (t->expires - t->obtained) / 2;
+	if (!force && t->access[0] && t->expires > (int64_t)time(NULL) + slack)
 		return 0;
 	return auth_refresh(p, t);
 }
@@ -4101,36 +4153,67 @@ cmd_stat(int argc, char **argv)
 /* ------------------------------------------------------------------ get */
 
 /*
- * Download one file to target ("-" is stdout).  The bytes go to a
- * temporary file beside the target, which takes the target's name only
- * after its size and quickXorHash match what the service says.
+ * Where get writes.  A regular file (new or existing, also through a
+ * symbolic link) is written as a temporary file beside it, renamed over
+ * it only when verified.  "-", a device or a FIFO is written directly,
+ * as cp would: there is nothing to rename.  Returns the descriptor; *tmp
+ * is set to the temporary name ("" when writing directly) and *dst to
+ * the name the file takes.
  */
+static int
+get_open(const char *target, char *tmp, size_t tsz, char *dst, size_t dsz)
+{
+	struct stat st;
+	const char *slash;
+	mode_t	 um;
+	int	 fd;
+
+	tmp[0] = '\0';
+	if (strcmp(target, "-") == 0)
+		return STDOUT_FILENO;
+	if (stat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			return err1("%s: is a directory", target);
+		if ((fd = open(target, O_WRONLY | O_TRUNC)) == -1)
+			return err1("%s:", target);
+		return fd;
+	}
+	/* through a symbolic link to the file it names, as cp does */
+	if (realpath(target, dst) == NULL || strlen(dst) >= dsz) {
+		if (scopy(dst, dsz, target) == -1)
+			return err1("%s: local path too long", target);
+	}
+	slash = strrchr(dst, '/');
+	if (snprintf(tmp, tsz, "%.*s.%s.odcp-XXXXXX",
+	    slash ? (int)(slash - dst + 1) : 0, dst, slash ? slash + 1 : dst) >=
+	    (int)tsz) {
+		tmp[0] = '\0';
+		return err1("%s: local path too long", target);
+	}
+	if ((fd = mkstemp(tmp)) == -1) {
+		err1("%s:", tmp);
+		tmp[0] = '\0';
+		return -1;
+	}
+	um = umask(0);
+	umask(um);
+	fchmod(fd, 0666 & ~um);
+	return fd;
+}
+
+/* Download one file to target and verify its size and quickXorHash. */
 static int
 get_file(const char *remote, const struct item *it, const char *target)
 {
-	static char tmp[LPATH_MAX + 64];
+	static char tmp[LPATH_MAX + 64], dst[LPATH_MAX];
 	struct timespec ts[2];
 	struct qxh h;
 	char	 sum[29];
 	int64_t	 total, mt;
-	mode_t	 um;
-	int	 fd = -1, rc = -1;
-	const char *slash;
+	int	 fd, rc = -1;
 
-	if (strcmp(target, "-") == 0)
-		fd = STDOUT_FILENO;
-	else {
-		slash = strrchr(target, '/');
-		if (snprintf(tmp, sizeof(tmp), "%.*s.%s.odcp-XXXXXX",
-		    slash ? (int)(slash - target + 1) : 0, target,
-		    slash ? slash + 1 : target) >= (int)sizeof(tmp))
-			return err1("%s: local path too long", target);
-		if ((fd = mkstemp(tmp)) == -1)
-			return err1("%s:", tmp);
-		um = umask(0);
-		umask(um);
-		fchmod(fd, 0666 & ~um);
-	}
+	if ((fd = get_open(target, tmp, sizeof(tmp), dst, sizeof(dst))) == -1)
+		return -1;
 	if (graph_download(&G, remote, fd, &h, &total) == -1)
 		goto out;
 	qxh_final(&h, sum);
@@ -4147,7 +4230,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 	if (!it->qxh[0])
 		debug(1, "%s: no quickXorHash from the service; size checked",
 		    remote);
-	if (fd == STDOUT_FILENO) {
+	if (tmp[0] == '\0') {
 		rc = 0;
 		goto out;
 	}
@@ -4166,15 +4249,15 @@ get_file(const char *remote, const struct item *it, const char *target)
 		goto out;
 	}
 	fd = -1;
-	if (rename(tmp, target) == -1) {
-		err1("%s:", target);
+	if (rename(tmp, dst) == -1) {
+		err1("%s:", dst);
 		goto out;
 	}
 	rc = 0;
 out:
-	if (fd != -1 && fd != STDOUT_FILENO)
-		close(fd);
-	if (rc == -1 && fd != STDOUT_FILENO)
+	if (fd != -1 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
+		rc = err1("%s:", target);
+	if (rc == -1 && tmp[0])
 		unlink(tmp);
 	return rc;
 }
