@@ -418,21 +418,20 @@ parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 }
 
 /*
- * Percent-encode a drive path: every byte but A-Z a-z 0-9 - . _ ~ and the
- * '/' separators becomes %HH (graph-api.md 3.3: '+' must not reach the
- * service raw, '#' and '?' would end the path, ':' would close it).
- * Returns -1 if the result does not fit.
+ * Percent-encode s: every byte but A-Z a-z 0-9 - . _ ~ (RFC 3986
+ * unreserved) and those in keep becomes %HH.  Returns -1 if the result
+ * does not fit in sz bytes.
  */
 static int
-path_encode(char *out, size_t sz, const char *path)
+pct_encode(char *out, size_t sz, const char *s, const char *keep)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p;
 	size_t	 n = 0;
 
-	for (p = (const unsigned char *)path; *p; p++) {
-		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' ||
-		    *p == '~' || *p == '/') {
+	for (p = (const unsigned char *)s; *p; p++) {
+		if (isalnum(*p) || strchr("-._~", *p) != NULL ||
+		    strchr(keep, *p) != NULL) {
 			if (n + 1 >= sz)
 				return -1;
 			out[n++] = (char)*p;
@@ -448,28 +447,22 @@ path_encode(char *out, size_t sz, const char *path)
 	return 0;
 }
 
-/* Form-urlencode one value (application/x-www-form-urlencoded). */
+/*
+ * A drive path keeps its '/' separators and nothing else (graph-api.md
+ * 3.3: '+' must not reach the service raw, '#' and '?' would end the
+ * path, ':' would close it).
+ */
+static int
+path_encode(char *out, size_t sz, const char *path)
+{
+	return pct_encode(out, sz, path, "/");
+}
+
+/* One value of an application/x-www-form-urlencoded body. */
 static int
 form_encode(char *out, size_t sz, const char *s)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	const unsigned char *p;
-	size_t	 n = 0;
-
-	for (p = (const unsigned char *)s; *p; p++) {
-		if (n + 3 >= sz)
-			return -1;
-		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' ||
-		    *p == '~')
-			out[n++] = (char)*p;
-		else {
-			out[n++] = '%';
-			out[n++] = hex[*p >> 4];
-			out[n++] = hex[*p & 15];
-		}
-	}
-	out[n] = '\0';
-	return 0;
+	return pct_encode(out, sz, s, "");
 }
 
 static int
@@ -2817,15 +2810,20 @@ auth_device(const struct profile *p, struct token *t)
 	return -1;
 }
 
-/* Find name=value in a query string (modified in place); NULL if absent. */
-static char *
-auth_query(char *q, const char *name)
-{
-	char	*pair, *save = NULL, *eq;
-	size_t	 n = strlen(name);
-	static char copy[URL_MAX];
+/*
+ * The decoded value of name in a query string, in a static buffer that
+ * the next call reuses (and auth_pasted wipes); NULL if absent.
+ */
+static char auth_qbuf[URL_MAX];
 
-	bfmt(copy, sizeof(copy), "%s", q);
+static char *
+auth_query(const char *q, const char *name)
+{
+	char	*pair, *save = NULL, *eq, *copy = auth_qbuf;
+	size_t	 n = strlen(name);
+
+	if (scopy(copy, sizeof(auth_qbuf), q) == -1)
+		return NULL;
 	for (pair = strtok_r(copy, "&", &save); pair != NULL;
 	    pair = strtok_r(NULL, "&", &save)) {
 		eq = strchr(pair, '=');
@@ -2839,17 +2837,53 @@ auth_query(char *q, const char *name)
 	return NULL;
 }
 
+/*
+ * The code in what the person pasted: the whole address the browser
+ * landed on, whose query (or fragment) must carry this sign-in's state,
+ * or the bare code.
+ */
+static int
+auth_pasted(char *line, const char *state, char *code, size_t sz)
+{
+	char	 err[FIELD_MAX], *q, *v;
+	size_t	 n;
+	int	 rc = 0;
+
+	line[strcspn(line, "\r\n")] = '\0';
+	q = line + strspn(line, " \t");
+	if (strpbrk(q, "?#=") != NULL) {
+		if ((v = strpbrk(q, "?#")) != NULL)
+			q = v + 1;
+		if ((v = auth_query(q, "error")) != NULL) {
+			strtrunc(err, sizeof(err), v);
+			v = auth_query(q, "error_description");
+			return fail(EXIT_AUTH, "sign-in failed: %s: %.300s", err,
+			    v ? v : "");
+		}
+		if ((v = auth_query(q, "state")) == NULL || strcmp(v, state))
+			return fail(EXIT_AUTH, "the pasted address does not "
+			    "carry this sign-in's state; start again");
+		if ((q = auth_query(q, "code")) == NULL)
+			return fail(EXIT_AUTH, "no code in the pasted address");
+	}
+	if ((n = strlen(q)) == 0 || n >= sz)
+		rc = fail(EXIT_AUTH, "no code given");
+	else
+		memcpy(code, q, n + 1);
+	wipe(auth_qbuf, sizeof(auth_qbuf));
+	return rc;
+}
+
 /* Authorization code with PKCE (RFC 7636, S256) and a pasted redirect. */
 static int
 auth_browser(const struct profile *p, struct token *t)
 {
 	static char form[TOKEN_MAX * 4], line[URL_MAX], code[TOKEN_MAX];
 	char	 url[URL_MAX * 2], redirect[URL_MAX], enc_redirect[URL_MAX * 3];
-	char	 enc_scope[FIELD_MAX * 3], verifier[64], challenge[64];
-	char	 state[32], *q, *v;
+	char	 enc_scope[FIELD_MAX * 3], enc_client[FIELD_MAX * 3];
+	char	 verifier[64], challenge[64], state[32];
 	unsigned char rnd[32], hash[32];
 	br_sha256_context sh;
-	size_t	 n;
 	int	 st;
 
 	if (p->redirect_uri[0])
@@ -2868,12 +2902,14 @@ auth_browser(const struct profile *p, struct token *t)
 		return -1;
 	base64(state, rnd, 16, 1);
 	if (form_encode(enc_redirect, sizeof(enc_redirect), redirect) == -1 ||
-	    form_encode(enc_scope, sizeof(enc_scope), p->scope) == -1)
-		return fail(EXIT_USAGE, "redirect_uri or scope too long");
+	    form_encode(enc_scope, sizeof(enc_scope), p->scope) == -1 ||
+	    form_encode(enc_client, sizeof(enc_client), p->client_id) == -1)
+		return fail(EXIT_USAGE, "redirect_uri, scope or client id too "
+		    "long");
 	bfmt(url, sizeof(url), "%s/%s/oauth2/v2.0/authorize?client_id=%s"
 	    "&response_type=code&redirect_uri=%s&response_mode=query"
 	    "&scope=%s&state=%s&code_challenge=%s&code_challenge_method=S256",
-	    p->login_url, p->tenant, p->client_id, enc_redirect, enc_scope,
+	    p->login_url, p->tenant, enc_client, enc_redirect, enc_scope,
 	    state, challenge);
 	fprintf(stderr, "Open this address in a browser and sign in:\n\n%s\n\n"
 	    "Then paste the address of the page you land on (or the code):\n",
@@ -2881,31 +2917,10 @@ auth_browser(const struct profile *p, struct token *t)
 	fflush(stderr);
 	if (fgets(line, sizeof(line), stdin) == NULL)
 		return fail(EXIT_AUTH, "no redirect address given");
-	line[strcspn(line, "\r\n")] = '\0';
-	q = line + strspn(line, " \t");
-	if (strpbrk(q, "?#=") != NULL) {
-		if ((v = strpbrk(q, "?#")) != NULL)
-			q = v + 1;
-		if ((v = auth_query(q, "error")) != NULL) {
-			char desc[MSG_MAX];
-			char *d = auth_query(q, "error_description");
-			bfmt(desc, sizeof(desc), "%.500s", d ? d : "");
-			return fail(EXIT_AUTH, "sign-in failed: %s %s",
-			    auth_query(q, "error"), desc);
-		}
-		if ((v = auth_query(q, "state")) == NULL ||
-		    strcmp(v, state) != 0)
-			return fail(EXIT_AUTH, "the pasted address does not "
-			    "carry this sign-in's state; start again");
-		if ((v = auth_query(q, "code")) == NULL)
-			return fail(EXIT_AUTH, "no code in the pasted address");
-		q = v;
-	}
-	n = strlen(q);
-	if (n == 0 || n >= sizeof(code))
-		return fail(EXIT_AUTH, "no code given");
-	memcpy(code, q, n + 1);
+	st = auth_pasted(line, state, code, sizeof(code));
 	wipe(line, sizeof(line));
+	if (st == -1)
+		return -1;
 	auth_form(form, sizeof(form), "client_id", p->client_id,
 	    "grant_type", "authorization_code", "code", code,
 	    "redirect_uri", redirect, "code_verifier", verifier,

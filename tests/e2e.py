@@ -1356,14 +1356,15 @@ def main():
         elif a == "-v":
             VERBOSE = True
         else:
-            print("usage: python3 tests/e2e.py [-k SUBSTRING] [-v]", file=sys.stderr)
+            print("usage: python3 tests/e2e.py [-k SUBSTRING[,SUBSTRING...]] [-v]", file=sys.stderr)
             return 2
     if not os.access(ODCP, os.X_OK):
         print("e2e: %s is missing; run make" % ODCP, file=sys.stderr)
         print("e2e: 0 passed, 1 failed")
         return 1
     _check_qxh()
-    selected = [f for f in TESTS if pat is None or pat in f.__name__[len("test_"):]]
+    pats = pat.split(",") if pat else None     # -k a,b: either substring
+    selected = [f for f in TESTS if pats is None or any(p in f.__name__[len("test_"):] for p in pats)]
     t0 = time.time()
     try:
         EMU.start()

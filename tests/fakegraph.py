@@ -55,7 +55,7 @@ accepts an optional "mtime" (ISO 8601 or Unix seconds); /tree entries add
 "modified" (ISO) next to "mtime" (Unix seconds); log records add "sni".
 """
 
-import argparse, base64, datetime, hashlib, http.client, json, mimetypes, os
+import argparse, base64, bisect, datetime, hashlib, http.client, json, mimetypes, os
 import re, secrets, shutil, signal, ssl, subprocess, sys, threading
 import time, urllib.parse, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -231,6 +231,7 @@ class Emulator:
             self.refresh, self.access = {}, {}
             self.refresh_issued, self.access_count = [], 0
             self.sessions, self.downloads = {}, {}
+            self.sort_cache = {}
 
     # ---- tree helpers (caller holds self.lock)
     def resolve(self, base, segments):
@@ -241,6 +242,18 @@ class Emulator:
                 return None, None, seg
             parent, node = node, node.children.get(seg.lower())
         return node, parent, (segments[-1] if segments else None)
+
+    def sorted_children(self, n):
+        """A folder's children in listing order, and their sort keys; cached
+        per folder version, so paging a 100,000-item folder stays linear."""
+        if not n.folder:
+            return [], []
+        c = self.sort_cache.get(n.id)
+        if c is None or c[0] != n.version:
+            kids = sorted(n.children.values(), key=lambda k: (k.name.lower(), k.name))
+            c = (n.version, kids, [(k.name.lower(), k.name) for k in kids])
+            self.sort_cache[n.id] = c
+        return c[1], c[2]
 
     def new_blob(self):
         return os.path.join(self.blobdir, secrets.token_hex(16))
@@ -1017,10 +1030,9 @@ class GraphHandler(Handler):
                 raise Reply(400, "invalidRequest", "Invalid skip token.")
         with self.emu.lock:
             n = self.need(ctx["node"])
-            kids = sorted(n.children.values(), key=lambda c: (c.name.lower(), c.name)) if n.folder else []
-            if after is not None:
-                kids = [c for c in kids if (c.name.lower(), c.name) > (after.lower(), after)]
-            page, more = kids[:size], len(kids) > size
+            kids, keys = self.emu.sorted_children(n)
+            start = bisect.bisect_right(keys, (after.lower(), after)) if after is not None else 0
+            page, more = kids[start:start + size], len(kids) > start + size
             value = [self.select(self.emu.item_json(c)) for c in page]
         out = {"@odata.context": self.emu.urls["graph_url"] + "/$metadata#drives('%s')/items('%s')/children" % (DRIVE_ID, n.id), "value": value}
         if more:
@@ -1186,6 +1198,7 @@ class GraphHandler(Handler):
                 del n.parent.children[n.name.lower()]
                 n.name = body["name"]
                 n.parent.children[n.name.lower()] = n
+                n.parent.version += 1
             n.version += 1
             n.modified = time.time()
             d = self.emu.item_json(n)
@@ -1468,11 +1481,11 @@ class ControlHandler(BaseHTTPRequestHandler):
                 data = b"x"
                 h = QuickXorHash()
                 h.update(data)
+                blob = emu.new_blob()      # one blob shared by every item (bench only)
+                with open(blob, "wb") as f:
+                    f.write(data)
                 for i in range(count):
                     c = emu.add_child(node, "item-%07d.txt" % i, False)
-                    blob = emu.new_blob()
-                    with open(blob, "wb") as f:
-                        f.write(data)
                     emu.set_content(c, blob, 1, h.b64())
                 return self.reply(200, {"count": count})
             if p == "/expire_tokens":

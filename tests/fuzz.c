@@ -1,17 +1,21 @@
 /*
  * libFuzzer harness for odcp's parsers.  It includes odcp.c, so every
- * static function is reachable.  Build from the repository root:
+ * static function is reachable.  Build from the repository root (odcp.c
+ * needs realpath(3), so _XOPEN_SOURCE rather than _POSIX_C_SOURCE):
  *
  *	clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
- *	    -D_POSIX_C_SOURCE=200809L -D_FILE_OFFSET_BITS=64 \
+ *	    -fno-sanitize-recover=undefined \
+ *	    -D_XOPEN_SOURCE=700 -D_FILE_OFFSET_BITS=64 \
  *	    -Ivendor/src/bearssl-0.6/inc -o /tmp/fuzz tests/fuzz.c \
  *	    vendor/build/cc/libbearssl.a
  *
  * The target is chosen by ODCP_FUZZ (json, item, page, session, drive,
- * gerror, auth, http, path, time, conf, token, queue), or, when it is
- * unset, by the first input byte modulo the number of targets (that byte
- * is then not part of the data).  Run with -close_fd_mask=2 to keep
- * odcp's own error lines off the terminal; sanitizer reports still show.
+ * gerror, auth, http, hpage, path, time, conf, token, queue, ca), or,
+ * when it is unset, by the first input byte modulo the number of targets
+ * (that byte is then not part of the data).  Run with -close_fd_mask=2
+ * to keep odcp's own error lines off the terminal; sanitizer reports
+ * still show.  The ca target needs -detect_leaks=0: ca_load() leaks its
+ * scratch buffers on a PEM error (harmless in odcp, which then exits).
  *
  *	ODCP_FUZZ=json /tmp/fuzz -close_fd_mask=2 -max_total_time=300 DIR
  */
@@ -360,6 +364,34 @@ t_http(const uint8_t *d, size_t n)
 	free(b);
 }
 
+/*
+ * (a)+(b) together: a raw HTTP response (any framing) whose body is read
+ * by the JSON consumers, as graph_list and graph_error do.  Byte 0:
+ * transport step; byte 1 bit 0: listing or error body.
+ */
+static void
+t_hpage(const uint8_t *d, size_t n)
+{
+	static struct http_resp r;
+	static char next[URL_MAX];
+	unsigned char *b;
+	long	 count = 0;
+
+	if (n < 2)
+		return;
+	b = dupbytes(d + 2, n - 2);
+	fconn(b, n - 2, d[0] % 9);
+	if (http_recv_head(&fc, &r, 0) == 0) {
+		if (d[1] & 1)
+			(void)graph_error(&fc, &r, "fuzz");
+		else
+			(void)parse_page(&fc, &r, count_item, &count, next,
+			    sizeof(next));
+	}
+	exit_status = 0;
+	free(b);
+}
+
 /* (c) drive paths: normalise, check, encode, build a Graph URL. */
 static void
 t_path(const uint8_t *d, size_t n)
@@ -504,6 +536,38 @@ t_queue(const uint8_t *d, size_t n)
 	fclose(q);
 }
 
+/* The CA bundle loader (PEM, then X.509 through BearSSL). */
+static void
+ca_free(void)
+{
+	size_t	 i;
+
+	for (i = 0; i < nanchors; i++) {
+		free(anchors[i].dn.data);
+		if (anchors[i].pkey.key_type == BR_KEYTYPE_RSA) {
+			free(anchors[i].pkey.key.rsa.n);
+			free(anchors[i].pkey.key.rsa.e);
+		} else
+			free(anchors[i].pkey.key.ec.q);
+	}
+	free(anchors);
+	anchors = NULL;
+	nanchors = 0;
+}
+
+static void
+t_ca(const uint8_t *d, size_t n)
+{
+	static char path[128];
+
+	put_file_bytes("ca.pem", d, n);
+	snprintf(path, sizeof(path), "%s/ca.pem", fdir);
+	ca_file = path;
+	(void)ca_load();
+	ca_free();
+	exit_status = 0;
+}
+
 static const struct {
 	const char *name;
 	void	 (*fn)(const uint8_t *, size_t);
@@ -512,7 +576,8 @@ static const struct {
 	{ "session", t_session }, { "drive", t_drive },
 	{ "gerror", t_gerror }, { "auth", t_auth }, { "http", t_http },
 	{ "path", t_path }, { "time", t_time }, { "conf", t_conf },
-	{ "token", t_token }, { "queue", t_queue },
+	{ "token", t_token }, { "queue", t_queue }, { "ca", t_ca },
+	{ "hpage", t_hpage },
 };
 #define NTARGETS (sizeof(targets) / sizeof(targets[0]))
 
