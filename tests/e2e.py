@@ -829,7 +829,7 @@ def test_verbose_never_shows_secrets(t):
 
 @test
 def test_verbose_vv_shows_headers(t):
-    # SPEC: "-v request lines+status, -vv headers; secrets always redacted"
+    # odcp(1): -v request lines and status, -vv header lines; secrets always redacted
     EMU.seed("/v/a.txt", b"abc")
     t.login()
     r1 = t.ok("-v", "ls", "/v")

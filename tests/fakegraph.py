@@ -7,7 +7,13 @@ the `openssl` command line makes the test PKI at start-up.
                                [--interval S] [--verbose]
 
 Its value is fidelity: it should behave like the real service, quirks
-included.  Section numbers refer to /work/shared/graph-api.md.
+included.  Section numbers refer to the team's Graph reference, ../shared/graph-api.md.
+
+On start it writes STATEDIR/endpoints.json (the URLs below, the CA, the pid)
+and STATEDIR/odcp/config, a ready odcp profile: ODCP_CONFIG_DIR=STATEDIR/odcp.
+A device code is approved by GET https://localhost:LOGIN/devicelogin?code=CODE
+(the person typing the code), by --auto-approve N (on the Nth poll), or by the
+control API.
 
 Listeners (127.0.0.1, ephemeral ports, TLS 1.2+, HTTP/1.1 keep-alive):
   login     identity platform (1.3 device code, 1.4 auth code + PKCE,
@@ -21,7 +27,16 @@ Listeners (127.0.0.1, ephemeral ports, TLS 1.2+, HTTP/1.1 keep-alive):
             (9.1-9.4), quota (11).
   download  pre-authenticated bytes with Range (5.2, 5.3); Authorization -> 401.
   upload    upload sessions: fragments, status, cancel (7.2-7.5).
-  control   plain HTTP test API (see the project's SPEC: /log, /config, ...).
+  control   plain HTTP test API, JSON in and out:
+            GET /log (every request: listener, method, target, auth present,
+            headers with Authorization redacted, body_len, status),
+            POST /log/clear, GET|POST /config (page_size, token_lifetime,
+            auto_approve, interval, device_expires_in, strict_rotation,
+            simple_upload_max, client_secret, download_url_lifetime, ...),
+            GET /devicecodes, POST /approve|/deny {"user_code"}, GET /tree,
+            GET /file?path=, POST /seed {"path", "content_b64"|"folder"},
+            POST /seed_many {"folder", "count"} (bench), POST /expire_tokens,
+            GET /tokens, POST /reset, POST /shutdown.
 
 Quirks deliberately reproduced: GET JSON is sent chunked, in several pieces;
 long opaque tempauth URLs (> 1 KB); nextLink with a percent-encoded skiptoken
@@ -48,7 +63,7 @@ Readings chosen where the reference is silent or conflicting:
     invalid_grant (RFC 8628 servers may do so, 1.3).
   * business drive: timestamps have whole seconds, no cTag on folders,
     drive and item ids are opaque and compared exactly.
-Extra config keys (beyond SPEC): upload_session_lifetime (s, default 900,
+Extra config keys: upload_session_lifetime (s, default 900,
 pushed forward by each fragment) and max_requests_per_connection (0 = no
 limit; the server closes with "Connection: close" after N requests).  /seed
 accepts an optional "mtime" (ISO 8601 or Unix seconds); /tree entries add
@@ -75,7 +90,7 @@ DEFAULT_CONFIG = {
     "device_expires_in": 900, "strict_rotation": False,
     "simple_upload_max": 4194304, "client_secret": "emulator-secret",
     "download_url_lifetime": 300,
-    # extras (not in SPEC): session lifetime, pushed forward by each fragment
+    # extras: session lifetime, pushed forward by each fragment
     # (7.4); and an optional cap on requests per connection (0 = unlimited).
     "upload_session_lifetime": 900, "max_requests_per_connection": 0,
 }
@@ -661,7 +676,17 @@ class LoginHandler(Handler):
         path, query = self.split_target()
         m = re.fullmatch(r"/([^/]+)/oauth2/v2\.0/(devicecode|token|authorize)", path)
         if path == "/devicelogin" and self.command == "GET":
-            return self.send_raw(200, b"fakegraph device login.\nApprove a code through the control API: POST /approve {\"user_code\":...}\n", "text/plain; charset=utf-8")
+            # the person "types the code": GET /devicelogin?code=CODE approves it
+            code = parse_query(query).get("code", "")
+            with self.emu.lock:
+                for d in self.emu.devicecodes.values():
+                    if code and d["user_code"] == code and d["state"] == "pending":
+                        d["state"] = "approved"
+                        return self.send_raw(200, b"fakegraph: code %s approved; odcp will finish signing in.\n"
+                                             % code.encode(), "text/plain; charset=utf-8")
+            return self.send_raw(200, b"fakegraph device login: open /devicelogin?code=CODE to approve CODE, "
+                                 b"or use the control API: POST /approve {\"user_code\": CODE}\n",
+                                 "text/plain; charset=utf-8")
         if re.fullmatch(r"/[^/]+/oauth2/nativeclient", path) and self.command == "GET":
             return self.send_raw(200, b"", "text/html; charset=utf-8")
         if not m:
@@ -1362,7 +1387,7 @@ class UploadHandler(Handler):
         self.send_json(status, d)
 
 
-# ---------------------------------------------------------------- control API (SPEC)
+# ---------------------------------------------------------------- control API
 class ControlHandler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         pass
@@ -1579,6 +1604,12 @@ def main(argv=None):
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: emu.stop.set())
     signal.signal(signal.SIGINT, lambda *_: emu.stop.set())
+    # a ready odcp configuration directory: ODCP_CONFIG_DIR=STATEDIR/odcp
+    os.makedirs(os.path.join(emu.dir, "odcp"), mode=0o700, exist_ok=True)
+    with open(os.path.join(emu.dir, "odcp", "config"), "w") as f:
+        f.write("# odcp profile for the emulator in %s\n[default]\nclient_id = 00000000-0000-0000-0000-0000000dcdcd\n"
+                "login_url = %s\ngraph_url = %s\ncacert = %s\n"
+                % (emu.dir, emu.urls["login_url"], emu.urls["graph_url"], emu.urls["ca"]))
     tmp = os.path.join(emu.dir, "endpoints.json.tmp")
     with open(tmp, "w") as f:
         json.dump(emu.urls, f, indent=1)
