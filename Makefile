@@ -38,6 +38,21 @@ tests/unit-san: tests/unit.c odcp.c $(LIB)
 check: odcp tests/unit tests/unit-san
 	tests/run
 
+# libFuzzer over the parsers (JSON, HTTP framing, paths, times, config,
+# tokens): FUZZTIME seconds per target, corpora under /tmp
+FUZZTIME = 10
+FUZZERS  = json item page session drive gerror auth http hpage path time conf token queue
+tests/fuzz: tests/fuzz.c odcp.c $(LIB)
+	clang $(CPPFLAGS) -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ tests/fuzz.c $(LIB)
+fuzz: tests/fuzz
+	for t in $(FUZZERS); do mkdir -p /tmp/odcp-fuzz/$$t && \
+	    ODCP_FUZZ=$$t tests/fuzz -close_fd_mask=2 -max_total_time=$(FUZZTIME) \
+	    /tmp/odcp-fuzz/$$t > /tmp/odcp-fuzz/$$t.log 2>&1 || \
+	    { cat /tmp/odcp-fuzz/$$t.log; exit 1; }; \
+	    echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs' /tmp/odcp-fuzz/$$t.log)"; \
+	done
+
 bench: odcp
 	tests/bench
 
@@ -64,6 +79,6 @@ toc:
 	grep -n '^/\* ==' odcp.c
 
 clean:
-	rm -rf odcp odcp-static tests/unit tests/unit-san vendor/build
+	rm -rf odcp odcp-static tests/unit tests/unit-san tests/fuzz vendor/build
 
-.PHONY: all static check bench demo lint install uninstall toc clean
+.PHONY: all static check fuzz bench demo lint install uninstall toc clean

@@ -988,6 +988,8 @@ ca_load(void)
 				break;
 			case BR_PEM_ERROR:
 				close(fd);
+				free(l.der);
+				free(l.dn);
 				return err1("CA bundle %s: not PEM", path);
 			}
 		}
