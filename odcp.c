@@ -100,6 +100,10 @@ enum {
 	EXIT_PARTIAL = 6	/* some items of a multi-item job failed */
 };
 
+/* The driveItem fields odcp reads ($select of listings). */
+#define ITEM_FIELDS "id,name,size,eTag,cTag,createdDateTime," \
+	"lastModifiedDateTime,fileSystemInfo,file,folder,package,root"
+
 /* == 2. Shared types ====================================================== */
 
 /*
@@ -802,6 +806,10 @@ net_wait(int fd, int events, int timeout)
 	return r > 0 ? 0 : -1;
 }
 
+/* The last connection failure cannot be cured by trying again: an
+ * unknown host name, or a TLS handshake the server or we refused. */
+static int net_permanent;
+
 static int
 net_connect(const char *host, const char *port, int timeout)
 {
@@ -812,8 +820,10 @@ net_connect(const char *host, const char *port, int timeout)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0)
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
+		net_permanent = rc == EAI_NONAME;
 		return err1("%s: %s", host, gai_strerror(rc));
+	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if ((fd = socket(ai->ai_family, ai->ai_socktype,
 		    ai->ai_protocol)) == -1) {
@@ -1118,8 +1128,6 @@ conn_close(struct conn *c)
 static int
 conn_open(struct conn *c, const char *host, const char *port, int timeout)
 {
-	unsigned char b;
-
 	conn_close(c);
 	if (ca_load() == -1)
 		return -1;
@@ -1142,7 +1150,7 @@ conn_open(struct conn *c, const char *host, const char *port, int timeout)
 	/* Flushing nothing drives the handshake to completion. */
 	if (br_sslio_flush(&c->ioc) != 0 ||
 	    (br_ssl_engine_current_state(&c->sc.eng) & BR_SSL_CLOSED)) {
-		(void)b;
+		net_permanent = br_ssl_engine_last_error(&c->sc.eng) != BR_ERR_IO;
 		conn_fail(c, "TLS handshake: %s", tls_why(c));
 		conn_close(c);
 		return -1;
@@ -1652,6 +1660,7 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 	if (url_parse(url, &u) == -1)
 		return -1;
 	q->target = u.target;
+	net_permanent = 0;
 	log_url(shown, sizeof(shown), url, !secret);
 	for (tries = 0; tries < 2; tries++) {
 		if ((c = pool_get(&u, timeout, tries > 0, &reused)) == NULL)
@@ -2710,7 +2719,9 @@ auth_refresh(const struct profile *p, struct token *t)
 		return auth_client_credentials(p, t);
 	if (t->refresh[0] == '\0')
 		return fail(EXIT_AUTH, "not signed in (profile %s): run "
-		    "odcp login", p->name);
+		    "odcp %s%s%slogin", p->name, strcmp(p->name, "default") ?
+		    "-p " : "", strcmp(p->name, "default") ? p->name : "",
+		    strcmp(p->name, "default") ? " " : "");
 	if (auth_need_client(p) == -1)
 		return -1;
 	auth_form(form, sizeof(form), "client_id", p->client_id,
@@ -3061,7 +3072,8 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		wipe(hdrs, sizeof(hdrs));
 		q->hdrs = extra;
 		if (rc == -1) {
-			if (!(flags & G_IDEMPOTENT) || attempt >= RETRY_MAX)
+			if (!(flags & G_IDEMPOTENT) || attempt >= RETRY_MAX ||
+			    net_permanent)
 				return -1;
 			exit_status = saved;
 			wait = retry_wait(NULL, attempt);
@@ -3434,7 +3446,9 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 	long	 pages;
 	int	 rc;
 
-	graph_url(g, url, sizeof(url), path, "children");
+	/* only the fields odcp reads: a listing is 3 to 5 times smaller
+	 * without each file's pre-authenticated download URL (4.1) */
+	graph_url(g, url, sizeof(url), path, "children?$select=" ITEM_FIELDS);
 	if (url_parse(g->p->graph_url, &gu) == -1)
 		return -1;
 	for (pages = 0; url[0]; pages++) {
@@ -3570,6 +3584,12 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 			return -1;
 		return it->type == ITEM_FOLDER ? 0 :
 		    fail(EXIT_EXISTS, "%s exists and is not a folder", path);
+	}
+	if (r.status == 404 && !exist_ok) {
+		http_discard(c, &r);
+		http_done(c, &r);
+		return fail(EXIT_NOTFOUND, "%s: folder %s does not exist "
+		    "(mkdir -p creates it)", path, parent);
 	}
 	if (r.status != 201 && r.status != 200)
 		return graph_error(c, &r, path);
@@ -3985,6 +4005,43 @@ job_status(const struct job *jb)
 	return -1;
 }
 
+/* Commands without long options still reject "--bogus" by name. */
+static const struct option no_long[] = { { NULL, 0, NULL, 0 } };
+
+/*
+ * A command line a command cannot use: one line saying what is wrong and
+ * how the command is written.  ch is what getopt returned ('?' for an
+ * unknown option), or 0 when the operands are wrong.
+ */
+static int
+cmd_usage(const char *usage, int ch, int argc, char **argv)
+{
+	int	 i;
+
+	if (ch == '?' && optopt != 0 && optopt != '-')
+		return fail(EXIT_USAGE, "unknown option -%c; usage: odcp %s "
+		    "(global options go before the command)", optopt, usage);
+	if (ch == '?')
+		return fail(EXIT_USAGE, "unknown option %s; usage: odcp %s",
+		    argv[optind - 1], usage);
+	for (i = optind; i < argc; i++)
+		if (argv[i][0] == '-' && argv[i][1] != '\0')
+			return fail(EXIT_USAGE, "%s: options go before operands; "
+			    "usage: odcp %s", argv[i], usage);
+	return fail(EXIT_USAGE, "usage: odcp %s", usage);
+}
+
+/* For a command that takes no options: reject any, by name. */
+static int
+cmd_no_options(const char *usage, int argc, char **argv)
+{
+	int	 ch;
+
+	if ((ch = getopt_long(argc, argv, "+", no_long, NULL)) != -1)
+		return cmd_usage(usage, ch, argc, argv);
+	return 0;
+}
+
 static char
 item_char(const struct item *it)
 {
@@ -4092,6 +4149,8 @@ ls_print(const struct item *it, void *arg)
 	return 0;
 }
 
+static const char ls_usage[] = "ls [-lR] [PATH]";
+
 static int
 cmd_ls(int argc, char **argv)
 {
@@ -4102,16 +4161,16 @@ cmd_ls(int argc, char **argv)
 	long	 qpos;
 
 	memset(&l, 0, sizeof(l));
-	while ((ch = getopt(argc, argv, "+lR")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+lR", no_long, NULL)) != -1) {
 		if (ch == 'l')
 			l.longfmt = 1;
 		else if (ch == 'R')
 			l.recurse = 1;
 		else
-			return fail(EXIT_USAGE, "usage: odcp ls [-lR] [PATH]");
+			return cmd_usage(ls_usage, ch, argc, argv);
 	}
 	if (argc - optind > 1)
-		return fail(EXIT_USAGE, "usage: odcp ls [-lR] [PATH]");
+		return cmd_usage(ls_usage, 0, argc, argv);
 	if (path_norm(path, sizeof(path), optind < argc ? argv[optind] : "/")
 	    == -1 || graph_stat(&G, path, &it, 0) != 0)
 		return -1;
@@ -4139,6 +4198,8 @@ cmd_ls(int argc, char **argv)
 	return rc;
 }
 
+static const char stat_usage[] = "stat PATH";
+
 static int
 cmd_stat(int argc, char **argv)
 {
@@ -4147,9 +4208,11 @@ cmd_stat(int argc, char **argv)
 	char	 when[FIELD_MAX];
 	static const char *types[] = { "unknown", "file", "folder", "package" };
 
-	if (argc != 2)
-		return fail(EXIT_USAGE, "usage: odcp stat PATH");
-	if (path_norm(path, sizeof(path), argv[1]) == -1 ||
+	if (cmd_no_options(stat_usage, argc, argv) == -1)
+		return -1;
+	if (argc - optind != 1)
+		return cmd_usage(stat_usage, 0, argc, argv);
+	if (path_norm(path, sizeof(path), argv[optind]) == -1 ||
 	    graph_stat(&G, path, &it, 0) != 0)
 		return -1;
 	printf("path: %s\nid: %s\ntype: %s\nsize: %" PRId64 "\n", path, it.id,
@@ -4208,7 +4271,7 @@ get_open(const char *target, char *tmp, size_t tsz, char *dst, size_t dsz)
 		return err1("%s: local path too long", target);
 	}
 	if ((fd = mkstemp(tmp)) == -1) {
-		err1("%s:", tmp);
+		err1("%s:", target);	/* the temporary name would confuse */
 		tmp[0] = '\0';
 		return -1;
 	}
@@ -4372,6 +4435,8 @@ get_tree(const char *remote, const char *local)
 	return job_status(&jb);
 }
 
+static const char get_usage[] = "get [-r] REMOTE [LOCAL|-]";
+
 static int
 cmd_get(int argc, char **argv)
 {
@@ -4381,14 +4446,13 @@ cmd_get(int argc, char **argv)
 	int	 ch, recurse = 0;
 	const char *local;
 
-	while ((ch = getopt(argc, argv, "+r")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+r", no_long, NULL)) != -1) {
 		if (ch != 'r')
-			return fail(EXIT_USAGE, "usage: odcp get [-r] REMOTE "
-			    "[LOCAL]");
+			return cmd_usage(get_usage, ch, argc, argv);
 		recurse = 1;
 	}
 	if (argc - optind < 1 || argc - optind > 2)
-		return fail(EXIT_USAGE, "usage: odcp get [-r] REMOTE [LOCAL]");
+		return cmd_usage(get_usage, 0, argc, argv);
 	if (path_norm(path, sizeof(path), argv[optind]) == -1 ||
 	    graph_stat(&G, path, &it, 0) != 0)
 		return -1;
@@ -4409,6 +4473,8 @@ cmd_get(int argc, char **argv)
 		bfmt(target, sizeof(target), "%s%s%s", local,
 		    local[strlen(local) - 1] == '/' ? "" : "/",
 		    it.root ? "root" : base_name(path));
+	else if (local[strlen(local) - 1] == '/' && it.type != ITEM_FOLDER)
+		return err1("%s: no such directory", local);
 	else
 		bfmt(target, sizeof(target), "%s", local);
 	if (it.type == ITEM_FOLDER)
@@ -4446,14 +4512,22 @@ put_file(const char *local, const char *remote)
 	u.mtime = st.st_mtime;
 	rc = graph_upload(&G, &u);
 	close(u.fd);
+	if (rc == 0 && strcmp(u.it.name, base_name(path)) != 0 &&
+	    strcmp(put_conflict, "rename") == 0 && !quiet)
+		fprintf(stderr, "odcp: %s exists: stored as %s\n", path,
+		    u.it.name);
 	if (rc == 0)
-		debug(1, "%s -> %s (%" PRId64 " bytes)", local, path, u.size);
+		debug(1, "%s -> %.*s%s (%" PRId64 " bytes)", local,
+		    (int)(base_name(path) - path), path, u.it.name, u.size);
 	return rc;
 }
 
-/* mkdir -p: each missing folder of path, top down. */
+/*
+ * mkdir -p: each missing folder of path, top down.  missing: the caller
+ * has just seen path answer 404, so it is not asked again.
+ */
 static int
-mkdir_p(const char *path)
+mkdir_p(const char *path, int missing)
 {
 	static struct item it;
 	char	 parent[PATH_MAX_];
@@ -4462,13 +4536,14 @@ mkdir_p(const char *path)
 
 	if (strcmp(path, "/") == 0)
 		return 0;
-	if ((rc = graph_stat(&G, path, &it, 1)) == -1)
-		return -1;
-	if (rc == 0)
+	if (!missing && (rc = graph_stat(&G, path, &it, 1)) != 1) {
+		if (rc == -1)
+			return -1;
 		return it.type == ITEM_FOLDER ? 0 :
 		    fail(EXIT_EXISTS, "%s exists and is not a folder", path);
+	}
 	bfmt(parent, sizeof(parent), "%.*s", (int)(b - path - 1), path);
-	if (parent[0] && mkdir_p(parent) == -1)
+	if (parent[0] && mkdir_p(parent, 0) == -1)
 		return -1;
 	return graph_mkdir(&G, path, &it, 1);
 }
@@ -4519,6 +4594,9 @@ put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
 	return 0;
 }
 
+static const char put_usage[] = "put [-r] [--conflict fail|replace|rename] "
+    "[--fragment-size N] LOCAL [REMOTE]";
+
 static int
 cmd_put(int argc, char **argv)
 {
@@ -4532,7 +4610,7 @@ cmd_put(int argc, char **argv)
 	struct stat st;
 	struct job jb = { 0, 0 };
 	const char *local, *remote;
-	int	 ch, recurse = 0, rc;
+	int	 ch, recurse = 0, rc, into;
 	int64_t	 v;
 	size_t	 n;
 
@@ -4549,14 +4627,14 @@ cmd_put(int argc, char **argv)
 		else if (ch == 'F')
 			return fail(EXIT_USAGE, "--fragment-size must be a "
 			    "multiple of 327680 below 62914560");
+		else if (ch == 'C')
+			return fail(EXIT_USAGE, "--conflict must be fail, "
+			    "replace or rename");
 		else
-			return fail(EXIT_USAGE, "usage: odcp put [-r] "
-			    "[--conflict fail|replace|rename] "
-			    "[--fragment-size N] LOCAL [REMOTE]");
+			return cmd_usage(put_usage, ch, argc, argv);
 	}
 	if (argc - optind < 1 || argc - optind > 2)
-		return fail(EXIT_USAGE, "usage: odcp put [-r] [--conflict "
-		    "fail|replace|rename] [--fragment-size N] LOCAL [REMOTE]");
+		return cmd_usage(put_usage, 0, argc, argv);
 	local = argv[optind];
 	remote = optind + 1 < argc ? argv[optind + 1] : "/";
 	if (stat(local, &st) == -1)
@@ -4570,34 +4648,43 @@ cmd_put(int argc, char **argv)
 		lpath[--n] = '\0';
 	if (path_norm(norm, sizeof(norm), remote) == -1)
 		return -1;
-	/* like cp: into an existing folder, or to a name ending in '/' */
+	/*
+	 * Like cp: into an existing folder, or a folder named with a
+	 * trailing '/' (created if missing), or to a new name, whose
+	 * folders are created as mkdir -p would.
+	 */
+	into = remote[strlen(remote) - 1] == '/';
 	if ((rc = graph_stat(&G, norm, &it, 1)) == -1)
 		return -1;
-	if ((rc == 0 && it.type == ITEM_FOLDER) ||
-	    remote[strlen(remote) - 1] == '/') {
+	if (into && rc == 0 && it.type != ITEM_FOLDER)
+		return fail(EXIT_EXISTS, "%s is a file, not a folder", norm);
+	if ((rc == 0 && it.type == ITEM_FOLDER) || into) {
 		if (strcmp(base_name(lpath), "..") == 0 ||
 		    strcmp(base_name(lpath), ".") == 0)
 			return fail(EXIT_USAGE, "%s: name the remote folder",
 			    local);
 		bfmt(rpath, sizeof(rpath), "%s%s%s", norm,
 		    strcmp(norm, "/") ? "/" : "", base_name(lpath));
-	} else
+		if (rc == 1 && mkdir_p(norm, 1) == -1)
+			return -1;
+	} else {
 		bfmt(rpath, sizeof(rpath), "%s", norm);
-	if (!S_ISDIR(st.st_mode)) {
-		/* a new name: its folder may not exist yet (like mkdir -p) */
 		bfmt(norm, sizeof(norm), "%.*s", (int)(base_name(rpath) -
 		    rpath - 1), rpath);
-		if (rc == 1 && norm[0] && mkdir_p(norm) == -1)
+		if (rc == 1 && norm[0] && mkdir_p(norm, 0) == -1)
 			return -1;
-		return put_file(lpath, rpath);
 	}
-	if (mkdir_p(rpath) == -1)
+	if (!S_ISDIR(st.st_mode))
+		return put_file(lpath, rpath);
+	if (mkdir_p(rpath, rc == 1 && !into) == -1)
 		return -1;
 	put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb);
 	return job_status(&jb);
 }
 
 /* ---------------------------------------------------------- mkdir, rm */
+
+static const char mkdir_usage[] = "mkdir [-p] PATH...";
 
 static int
 cmd_mkdir(int argc, char **argv)
@@ -4607,13 +4694,13 @@ cmd_mkdir(int argc, char **argv)
 	struct job jb = { 0, 0 };
 	int	 ch, parents = 0;
 
-	while ((ch = getopt(argc, argv, "+p")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+p", no_long, NULL)) != -1) {
 		if (ch != 'p')
-			return fail(EXIT_USAGE, "usage: odcp mkdir [-p] PATH...");
+			return cmd_usage(mkdir_usage, ch, argc, argv);
 		parents = 1;
 	}
 	if (optind >= argc)
-		return fail(EXIT_USAGE, "usage: odcp mkdir [-p] PATH...");
+		return cmd_usage(mkdir_usage, 0, argc, argv);
 	for (; optind < argc; optind++) {
 		if (path_norm(path, sizeof(path), argv[optind]) == -1)
 			job_end(&jb, -1);
@@ -4621,7 +4708,7 @@ cmd_mkdir(int argc, char **argv)
 			job_end(&jb, parents ? 0 : fail(EXIT_EXISTS,
 			    "/ already exists"));
 		else
-			job_end(&jb, parents ? mkdir_p(path) :
+			job_end(&jb, parents ? mkdir_p(path, 0) :
 			    graph_mkdir(&G, path, &it, 0));
 	}
 	return job_status(&jb);
@@ -4649,19 +4736,21 @@ rm_one(const char *arg, int recurse)
 	return 0;
 }
 
+static const char rm_usage[] = "rm [-r] PATH...";
+
 static int
 cmd_rm(int argc, char **argv)
 {
 	struct job jb = { 0, 0 };
 	int	 ch, recurse = 0;
 
-	while ((ch = getopt(argc, argv, "+r")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+r", no_long, NULL)) != -1) {
 		if (ch != 'r')
-			return fail(EXIT_USAGE, "usage: odcp rm [-r] PATH...");
+			return cmd_usage(rm_usage, ch, argc, argv);
 		recurse = 1;
 	}
 	if (optind >= argc)
-		return fail(EXIT_USAGE, "usage: odcp rm [-r] PATH...");
+		return cmd_usage(rm_usage, 0, argc, argv);
 	for (; optind < argc; optind++)
 		job_end(&jb, rm_one(argv[optind], recurse));
 	return job_status(&jb);
@@ -4674,9 +4763,12 @@ cmd_whoami(int argc, char **argv)
 {
 	struct drive d;
 
-	(void)argv;
-	if (argc != 1)
-		return fail(EXIT_USAGE, "usage: odcp whoami");
+	const char *usage = argv[0][0] == 'd' ? "df" : "whoami";
+
+	if (cmd_no_options(usage, argc, argv) == -1)
+		return -1;
+	if (optind != argc)
+		return cmd_usage(usage, 0, argc, argv);
 	if (graph_drive(&G, &d) == -1)
 		return -1;
 	printf("account: %s (%s)\n", d.email[0] ? d.email : "-",
@@ -4689,6 +4781,8 @@ cmd_whoami(int argc, char **argv)
 	return 0;
 }
 
+static const char login_usage[] = "login [--device | --browser]";
+
 static int
 cmd_login(int argc, char **argv)
 {
@@ -4698,25 +4792,25 @@ cmd_login(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	struct drive d;
-	int	 ch, browser = 0, rc;
+	int	 ch, browser = -1, rc;
 
 	while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		if (ch == 'b')
-			browser = 1;
-		else if (ch == 'd')
-			browser = 0;
-		else
-			return fail(EXIT_USAGE, "usage: odcp login "
-			    "[--device | --browser]");
+		if (ch == 'b' || ch == 'd') {
+			if (browser != -1 && browser != (ch == 'b'))
+				return fail(EXIT_USAGE, "login: choose one of "
+				    "--device and --browser");
+			browser = ch == 'b';
+		} else
+			return cmd_usage(login_usage, ch, argc, argv);
 	}
 	if (optind != argc)
-		return fail(EXIT_USAGE, "usage: odcp login [--device | --browser]");
+		return cmd_usage(login_usage, 0, argc, argv);
 	if (auth_need_client(&P) == -1)
 		return -1;
 	memset(&T, 0, sizeof(T));
 	if (conf_app_only(&P))
 		rc = auth_client_credentials(&P, &T);
-	else if (browser)
+	else if (browser == 1)
 		rc = auth_browser(&P, &T);
 	else
 		rc = auth_device(&P, &T);
@@ -4736,9 +4830,10 @@ cmd_logout(int argc, char **argv)
 {
 	char	 path[LPATH_MAX + PROFILE_MAX + 16];
 
-	(void)argv;
-	if (argc != 1)
-		return fail(EXIT_USAGE, "usage: odcp logout");
+	if (cmd_no_options("logout", argc, argv) == -1)
+		return -1;
+	if (optind != argc)
+		return cmd_usage("logout", 0, argc, argv);
 	token_path(&P, path, sizeof(path), "");
 	if (unlink(path) == -1 && errno != ENOENT)
 		return err1("%s:", path);
@@ -4755,17 +4850,16 @@ static const struct cmd {
 	int	 graph;			/* needs the drive and a token */
 	const char *synopsis;
 } cmds[] = {
-	{ "login",  cmd_login,  1, "login [--device | --browser]" },
+	{ "login",  cmd_login,  1, login_usage },
 	{ "logout", cmd_logout, 0, "logout" },
 	{ "whoami", cmd_whoami, 1, "whoami" },
 	{ "df",     cmd_whoami, 1, "df" },
-	{ "ls",     cmd_ls,     1, "ls [-lR] [PATH]" },
-	{ "stat",   cmd_stat,   1, "stat PATH" },
-	{ "get",    cmd_get,    1, "get [-r] REMOTE [LOCAL|-]" },
-	{ "put",    cmd_put,    1, "put [-r] [--conflict fail|replace|rename] "
-	    "[--fragment-size N] LOCAL [REMOTE]" },
-	{ "mkdir",  cmd_mkdir,  1, "mkdir [-p] PATH..." },
-	{ "rm",     cmd_rm,     1, "rm [-r] PATH..." },
+	{ "ls",     cmd_ls,     1, ls_usage },
+	{ "stat",   cmd_stat,   1, stat_usage },
+	{ "get",    cmd_get,    1, get_usage },
+	{ "put",    cmd_put,    1, put_usage },
+	{ "mkdir",  cmd_mkdir,  1, mkdir_usage },
+	{ "rm",     cmd_rm,     1, rm_usage },
 };
 
 static void
@@ -4873,6 +4967,7 @@ main(int argc, char **argv)
 	int	 ch, rc;
 
 	signal(SIGPIPE, SIG_IGN);
+	opterr = 0;		/* every usage error is our own one line */
 	pool_init();
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	while ((ch = getopt_long(argc, argv, "+vqp:c:hV", opts, NULL)) != -1) {
@@ -4887,7 +4982,15 @@ main(int argc, char **argv)
 		case 'W': timeout = optarg; break;
 		case 'h': usage(stdout); return EXIT_OK;
 		case 'V': printf("odcp %s\n", ODCP_VERSION); return EXIT_OK;
-		default: usage(stderr); return EXIT_USAGE;
+		default:
+			if (optopt != 0)
+				fail(EXIT_USAGE, "unknown option -%c before the "
+				    "command (odcp --help lists them)", optopt);
+			else
+				fail(EXIT_USAGE, "unknown option %s before the "
+				    "command (odcp --help lists them)",
+				    argv[optind - 1]);
+			return EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {

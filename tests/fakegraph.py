@@ -369,8 +369,9 @@ class Emulator:
         key, ta = secrets.token_urlsafe(24), secrets.token_urlsafe(1100)
         with self.lock:
             now = time.time()
-            if len(self.downloads) > 5000:
-                self.downloads = {k: v for k, v in self.downloads.items() if v["expires"] > now}
+            if len(self.downloads) > 20000:      # forget expired, then the oldest half
+                live = [(k, v) for k, v in self.downloads.items() if v["expires"] > now]
+                self.downloads = dict(live[len(live) // 2:] if len(live) > 10000 else live)
             self.downloads[key] = {"id": n.id, "tempauth": ta, "expires": now + self.config["download_url_lifetime"]}
         return "%s/dl/%s?tempauth=%s" % (self.urls["download_url"], key, ta)
 
@@ -953,6 +954,15 @@ class GraphHandler(Handler):
                              "businessPhones": [], "displayName": USER["displayName"], "givenName": "Adele",
                              "mail": USER["upn"], "surname": "Vance", "userPrincipalName": USER["upn"], "id": USER["id"]}, chunked=True)
 
+    def wants_download_url(self):
+        """False when $select leaves the download URL out (the select()
+        rules below), so a listing need not mint one per item."""
+        sel = self.query.get("$select", self.query.get("select"))
+        if sel is None:
+            return True
+        want = {s.strip().lower() for s in sel.split(",")}
+        return "content.downloadurl" in want or ("select" in self.query and "@microsoft.graph.downloadurl" in want)
+
     def select(self, d):
         sel = self.query.get("$select", self.query.get("select"))
         if sel is None:
@@ -1058,7 +1068,8 @@ class GraphHandler(Handler):
             kids, keys = self.emu.sorted_children(n)
             start = bisect.bisect_right(keys, (after.lower(), after)) if after is not None else 0
             page, more = kids[start:start + size], len(kids) > start + size
-            value = [self.select(self.emu.item_json(c)) for c in page]
+            url = self.wants_download_url()
+            value = [self.select(self.emu.item_json(c, with_url=url)) for c in page]
         out = {"@odata.context": self.emu.urls["graph_url"] + "/$metadata#drives('%s')/items('%s')/children" % (DRIVE_ID, n.id), "value": value}
         if more:
             raw = "Paged=TRUE&p_SortBehavior=1&p_FileLeafRef=%s&p_ID=%d" % (urllib.parse.quote(page[-1].name), len(page))
@@ -1626,6 +1637,10 @@ def main(argv=None):
         t.join()
     for srv in everything:
         srv.server_close()
+    try:        # a stopped emulator leaves no "ready" file behind
+        os.unlink(os.path.join(emu.dir, "endpoints.json"))
+    except OSError:
+        pass
     return 0
 
 
