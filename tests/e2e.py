@@ -890,7 +890,8 @@ def test_mkdir(t):
     tree = EMU.tree()
     for p in ("/a", "/a/b", "/a/b/c"):
         t.eq(tree.get(p, {}).get("type"), "folder", "%s after mkdir -p /a/b/c" % p)
-    t.status(4, "mkdir", "/x/y")
+    r = t.status(4, "mkdir", "/x/y")
+    t.check("folder /x does not exist (mkdir -p creates it)" in r.err, "missing parent message: %r" % r.err)
     t.check("/x" not in EMU.tree() and "/x/y" not in EMU.tree(), "mkdir without -p created the missing parent")
     t.ok("mkdir", "/m1", "/a/m2")
     tree = EMU.tree()
@@ -1330,6 +1331,70 @@ def test_get(t):
 
 
 # ---- 6 (again). the whole run's log
+@test
+def test_usage_errors(t):
+    # Every usage mistake: exit 2, one line naming what is wrong; nothing sent.
+    t.write_config()
+    EMU.clear_log()
+    cases = [
+        (("ls", "/", "-l"), "-l: options go before operands"),
+        (("ls", "-q", "/"), "unknown option -q"),
+        (("ls", "--bogus"), "unknown option --bogus"),
+        (("-r", "put", "a", "b"), "unknown option -r before the command"),
+        (("put", "--conflict", "fial", "a", "b"), "--conflict must be fail, replace or rename"),
+        (("put", "--fragment-size", "1000", "a", "b"), "--fragment-size must be a multiple of 327680"),
+        (("login", "--device", "--browser"), "choose one of --device and --browser"),
+        (("stat",), "usage: odcp stat PATH"),
+        (("rm", "-rf", "/x"), "unknown option -f"),
+        (("frobnicate",), "unknown command 'frobnicate'"),
+        (("--timeout", "0", "ls"), "--timeout must be 1 to 3600"),
+    ]
+    for args, want in cases:
+        r = t.status(2, *args)
+        t.check(want in r.err, "odcp %s: %r does not say %r" % (" ".join(args), r.err, want))
+    t.eq(EMU.log(), [], "requests sent by usage errors")
+
+
+@test
+def test_untrusted_certificate_not_retried(t):
+    # A certificate odcp cannot verify is final: one line, exit 1, no retry.
+    t.write_config({"default": t.profile(cacert=None)})
+    EMU.seed("/f.txt", b"x")
+    os.makedirs(t.cfg, exist_ok=True)
+    with open(t.token_path(), "w") as f:
+        f.write("refresh_token=r\naccess_token=a\nexpires=%d\n" % (time.time() + 3600))
+    t0 = time.time()
+    r = t.status(1, "ls", "/", env={"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"})
+    t.check("certificate not trusted" in r.err, "message: %r" % r.err)
+    t.check(time.time() - t0 < 5, "took %.1fs: retried?" % (time.time() - t0))
+
+
+@test
+def test_rename_reports_stored_name(t):
+    t.write_config()
+    t.login()
+    src = t.local("todo.txt", b"one")
+    t.ok("put", src, "/Notes/")
+    r = t.ok("put", "--conflict", "rename", src, "/Notes/")
+    t.check("/Notes/todo.txt exists: stored as " in r.err, "rename notice: %r" % r.err)
+    names = sorted(p for p in EMU.tree() if p.startswith("/Notes/"))
+    t.eq(len(names), 2, "files in /Notes")
+    t.check(r.err.strip().split("stored as ")[-1] in [n.split("/")[-1] for n in names],
+            "the reported name is a stored one: %r vs %r" % (r.err, names))
+
+
+@test
+def test_listing_asks_only_needed_fields(t):
+    t.write_config()
+    t.login()
+    EMU.seed("/d/a.txt", b"a")
+    EMU.clear_log()
+    t.eq(t.ok("ls", "/d").lines(), ["a.txt"], "ls /d")
+    kids = [x for x in EMU.log() if x["listener"] == "graph" and "/children" in x["target"]]
+    t.check(kids and all("$select=" in x["target"] and "downloadUrl" not in x["target"] for x in kids),
+            "children requests without $select: %r" % [x["target"] for x in kids])
+
+
 @test
 def test_zz_no_authorization_on_preauth_hosts(t):
     t.login()
