@@ -3510,6 +3510,8 @@ graph_download(struct graph *g, const char *path, int fd, struct qxh *h,
 		bfmt(url, sizeof(url), "%s", r.location);
 		flags = G_IDEMPOTENT | G_SECRET;	/* never the token */
 	}
+	wipe(url, sizeof(url));		/* a pre-authenticated URL is a secret */
+	wipe(r.location, sizeof(r.location));
 	if (r.status != 200)
 		return graph_error(c, &r, path);
 	while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
