@@ -41,7 +41,7 @@ check: odcp tests/unit tests/unit-san
 # libFuzzer over the parsers (JSON, HTTP framing, paths, times, config,
 # tokens): FUZZTIME seconds per target, corpora under /tmp
 FUZZTIME = 10
-FUZZERS  = json item page session drive gerror auth http hpage path time conf token queue
+FUZZERS  = json item page session drive gerror auth http hpage path time conf token queue ca
 tests/fuzz: tests/fuzz.c odcp.c $(LIB)
 	clang $(CPPFLAGS) -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ tests/fuzz.c $(LIB)

@@ -64,7 +64,7 @@
 #define JSON_STR_MAX	16384	/* tokens and pre-authenticated URLs fit */
 #define JSON_RBUF	4096
 #define TOKEN_MAX	JSON_STR_MAX	/* access and refresh tokens */
-#define PATH_MAX_	1024	/* a drive path: the service caps paths at 400 chars */
+#define PATH_MAX_	2048	/* a drive path: 400 UTF-16 units, <= 1600 bytes */
 #define LPATH_MAX	4096	/* a local path */
 #define NAME_MAX_	1024	/* one item name, UTF-8 (255 UTF-16 units) */
 #define ID_MAX		256	/* item and drive ids */
@@ -181,6 +181,7 @@ struct json {
 	int	 want;			/* what the grammar expects next */
 	int	 skip;			/* scanning only: strings not stored */
 	int	 err;
+	int	 rderr;		/* the error was the source's: already reported */
 	char	 msg[128];
 };
 
@@ -376,6 +377,26 @@ scopy(char *dst, size_t sz, const char *src)
 		return -1;
 	memcpy(dst, src, n + 1);
 	return 0;
+}
+
+/* Does s hold a control character (which no Graph value has)? */
+static int
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* Text from the network, made safe to print: control characters (a
+ * terminal escape, a forged second line) become '?'. */
+static void
+tidy(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
 }
 
 /* Copy for display, cutting what does not fit (messages only). */
@@ -958,6 +979,14 @@ ca_add(struct ca_load *l)
 	nanchors++;
 }
 
+/* A CA bundle that cannot be used is a configuration error: final. */
+static int
+ca_fail(const char *fmt, const char *path)
+{
+	net_permanent = 1;
+	return fail(EXIT_USAGE, fmt, path);
+}
+
 static int
 ca_load(void)
 {
@@ -975,9 +1004,10 @@ ca_load(void)
 		if (access(ca_paths[i], R_OK) == 0)
 			path = ca_paths[i];
 	if (path == NULL)
-		return err1("no CA bundle found: use --cacert FILE or SSL_CERT_FILE");
+		return ca_fail("no CA bundle found: use --cacert FILE or "
+		    "SSL_CERT_FILE", "");
 	if ((fd = open(path, O_RDONLY)) == -1)
-		return err1("CA bundle %s:", path);
+		return ca_fail("CA bundle %s:", path);
 	memset(&l, 0, sizeof(l));
 	br_pem_decoder_init(&pc);
 	while ((r = read(fd, buf, sizeof(buf))) > 0) {
@@ -1000,7 +1030,7 @@ ca_load(void)
 				close(fd);
 				free(l.der);
 				free(l.dn);
-				return err1("CA bundle %s: not PEM", path);
+				return ca_fail("CA bundle %s: not PEM", path);
 			}
 		}
 	}
@@ -1008,7 +1038,7 @@ ca_load(void)
 	free(l.der);
 	free(l.dn);
 	if (nanchors == 0)
-		return err1("CA bundle %s: no certificates", path);
+		return ca_fail("CA bundle %s: no certificates", path);
 	debug(2, "%zu trust anchors from %s", nanchors, path);
 	return 0;
 }
@@ -1026,6 +1056,14 @@ conn_fail(struct conn *c, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return err1("%s: %s", c->host, msg);
+}
+
+/* The peer broke the protocol: reported once, and not worth retrying. */
+static int
+conn_improper(struct conn *c, const char *what)
+{
+	net_permanent = 1;
+	return conn_fail(c, "%s", what);
 }
 
 /* BearSSL's low-level callbacks: the socket, with the read/write timeout. */
@@ -1217,13 +1255,13 @@ conn_getline(struct conn *c, char *buf, size_t sz)
 		if (nl != NULL)
 			break;
 		if (c->rlen - c->roff >= sz)
-			return conn_fail(c, "line too long in response");
+			return conn_improper(c, "line too long in response");
 		if (conn_fill(c) == -1)
 			return -1;
 	}
 	n = (size_t)(nl - (c->rbuf + c->roff));
 	if (n >= sz)
-		return conn_fail(c, "line too long in response");
+		return conn_improper(c, "line too long in response");
 	memcpy(buf, c->rbuf + c->roff, n);
 	c->roff += n + 1;
 	if (n > 0 && buf[n - 1] == '\r')
@@ -1355,7 +1393,7 @@ static int
 http_recv_head(struct conn *c, struct http_resp *r, int head_only)
 {
 	char	 line[HTTP_LINE_MAX];
-	int	 minor, status, n, i;
+	int	 minor, status, n, i, interim = 0;
 	long	 len;
 
 	do {
@@ -1367,21 +1405,24 @@ http_recv_head(struct conn *c, struct http_resp *r, int head_only)
 		if (sscanf(line, "HTTP/1.%1d %3d%n", &minor, &status, &n) != 2 ||
 		    n != 12 || (line[12] != ' ' && line[12] != '\0') ||
 		    status < 100)
-			return conn_fail(c, "improper status line");
+			return conn_improper(c, "improper status line");
 		r->status = status;
 		r->close = minor == 0;
 		for (i = 0;; i++) {
 			if (i > 200)
-				return conn_fail(c, "too many header lines");
+				return conn_improper(c, "too many header lines");
 			if ((len = conn_getline(c, line, sizeof(line))) < 0)
 				return -1;
 			if (len == 0)
 				break;
 			http_header(r, line);
 		}
-	} while (r->status < 200);
+		/* interim responses: at most a few (RFC 9110 15.2) */
+	} while (r->status < 200 && ++interim < 10);
+	if (r->status < 200)
+		return conn_improper(c, "too many interim responses");
 	if (r->clen == -2 || r->chunked == -1)
-		return conn_fail(c, "improper body framing");
+		return conn_improper(c, "improper body framing");
 	/* RFC 9112 6.3: no body for HEAD, 1xx, 204 and 304. */
 	if (head_only || r->status == 204 || r->status == 304 ||
 	    (r->clen == 0 && !r->chunked)) {
@@ -1405,13 +1446,13 @@ http_chunk(struct conn *c, struct http_resp *r)
 	char	 line[HTTP_LINE_MAX];
 	const char *p;
 	int64_t	 v = 0;
-	int	 h;
+	int	 h, n;
 
 	if (r->cstate == CH_DATA_END) {
 		if (conn_getline(c, line, sizeof(line)) < 0)
 			return -1;
 		if (line[0] != '\0')
-			return conn_fail(c, "chunk not followed by CRLF");
+			return conn_improper(c, "chunk not followed by CRLF");
 		r->cstate = CH_SIZE;
 	}
 	if (r->cstate == CH_SIZE) {
@@ -1419,13 +1460,13 @@ http_chunk(struct conn *c, struct http_resp *r)
 			return -1;
 		for (p = line; (h = hexval(*p)) >= 0; p++) {
 			if (v > (INT64_MAX >> 4))
-				return conn_fail(c, "chunk size too large");
+				return conn_improper(c, "chunk size too large");
 			v = v << 4 | h;
 		}
 		/* chunk-ext (after ';') is allowed and ignored */
 		if (p == line || (*p != '\0' && *p != ';' && *p != ' ' &&
 		    *p != '\t'))
-			return conn_fail(c, "improper chunk size line");
+			return conn_improper(c, "improper chunk size line");
 		if (v > 0) {
 			r->left = v;
 			r->cstate = CH_DATA;
@@ -1433,7 +1474,9 @@ http_chunk(struct conn *c, struct http_resp *r)
 		}
 		r->cstate = CH_TRAILER;
 	}
-	while (r->cstate == CH_TRAILER) {
+	for (n = 0; r->cstate == CH_TRAILER; n++) {
+		if (n > 200)
+			return conn_improper(c, "too many trailer lines");
 		if (conn_getline(c, line, sizeof(line)) < 0)
 			return -1;
 		if (line[0] == '\0')
@@ -1516,6 +1559,17 @@ struct url {
 static struct conn pool[CONN_POOL];
 static int pool_next;
 
+/*
+ * A URL odcp will not use.  The URL itself is not shown: pre-authenticated
+ * URLs are credentials.  Trying again cannot help.
+ */
+static int
+url_bad(const char *why)
+{
+	net_permanent = 1;
+	return err1("%s", why);
+}
+
 /* Split "https://host[:port]/target".  Only https is ever spoken. */
 static int
 url_parse(const char *s, struct url *u)
@@ -1524,20 +1578,20 @@ url_parse(const char *s, struct url *u)
 	size_t	 n;
 
 	if (strncasecmp(s, "https://", 8) != 0)
-		return err1("not an https URL: %.80s", s);
+		return url_bad("not an https URL");
 	h = s + 8;
 	e = h + strcspn(h, "/?#");
 	colon = memchr(h, ':', (size_t)(e - h));
 	n = (size_t)((colon ? colon : e) - h);
 	if (n == 0 || n >= sizeof(u->host) || memchr(h, '@', (size_t)(e - h)))
-		return err1("bad host in URL: %.80s", s);
+		return url_bad("bad host in a URL");
 	memcpy(u->host, h, n);
 	u->host[n] = '\0';
 	if (colon != NULL) {
 		n = (size_t)(e - colon - 1);
 		if (n == 0 || n >= sizeof(u->port) ||
 		    strspn(colon + 1, "0123456789") < n)
-			return err1("bad port in URL: %.80s", s);
+			return url_bad("bad port in a URL");
 		memcpy(u->port, colon + 1, n);
 		u->port[n] = '\0';
 		bfmt(u->hostport, sizeof(u->hostport), "%s:%s", u->host,
@@ -1548,7 +1602,7 @@ url_parse(const char *s, struct url *u)
 	}
 	u->target = *e == '/' ? e : "/";
 	if (*e == '?')		/* "https://h?q": origin-form needs a path */
-		return err1("URL without a path: %.80s", s);
+		return url_bad("URL without a path");
 	return 0;
 }
 
@@ -1657,10 +1711,10 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 	struct conn *c;
 	int	 reused, tries, ok, quiet_retry;
 
+	net_permanent = 0;
 	if (url_parse(url, &u) == -1)
 		return -1;
 	q->target = u.target;
-	net_permanent = 0;
 	log_url(shown, sizeof(shown), url, !secret);
 	for (tries = 0; tries < 2; tries++) {
 		if ((c = pool_get(&u, timeout, tries > 0, &reused)) == NULL)
@@ -1711,7 +1765,7 @@ json_init(struct json *j, json_read_fn rd, void *rctx)
 	j->rd = rd;
 	j->rctx = rctx;
 	j->off = j->len = 0;
-	j->eof = j->err = j->depth = j->skip = 0;
+	j->eof = j->err = j->rderr = j->depth = j->skip = 0;
 	j->pos = 0;
 	j->want = W_VALUE;
 	j->slen = 0;
@@ -1742,6 +1796,7 @@ json_peek(struct json *j)
 	n = j->rd(j->rctx, j->buf, sizeof(j->buf));
 	if (n < 0) {
 		j->eof = 1;
+		j->rderr = !j->err;
 		json_fail(j, "read error");
 		return -2;
 	}
@@ -2209,6 +2264,40 @@ json_get_int(struct json *j, int64_t *out)
 	return 0;
 }
 
+/*
+ * A JSON response body: the source for json_init(), and the end of the
+ * body, which gives the connection back.  body_end() reports a body that
+ * did not have the expected shape (bad) as one line, unless reading it
+ * failed, which the transport has reported already.
+ */
+struct body {
+	struct conn *c;
+	struct http_resp *r;
+};
+
+static long
+body_read(void *ctx, unsigned char *buf, size_t n)
+{
+	struct body *b = ctx;
+
+	return http_read(b->c, b->r, buf, n);
+}
+
+static int
+body_end(struct body *b, struct json *j, int bad, const char *what)
+{
+	char	 host[HOST_MAX];
+
+	bfmt(host, sizeof(host), "%s", b->c->host);
+	http_done(b->c, b->r);
+	if (!bad)
+		return 0;
+	if (j->rderr)
+		return -1;
+	return err1("%s: improper %s: %s", host, what,
+	    j->msg[0] ? j->msg : "unexpected shape");
+}
+
 /* == 9. Profiles and configuration ======================================== */
 
 /*
@@ -2424,6 +2513,7 @@ token_load(const struct profile *p, struct token *t)
 {
 	char	 path[LPATH_MAX + PROFILE_MAX + 16];
 	static char line[TOKEN_MAX + 32];
+	struct stat st;
 	FILE	*f;
 	char	*v;
 	size_t	 n;
@@ -2433,6 +2523,10 @@ token_load(const struct profile *p, struct token *t)
 	token_path(p, path, sizeof(path), "");
 	if ((f = fopen(path, "r")) == NULL)
 		return errno == ENOENT ? 0 : err1("%s:", path);
+	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		return err1("%s: not a regular file", path);
+	}
 	while (fgets(line, sizeof(line), f) != NULL) {
 		n = strcspn(line, "\r\n");
 		line[n] = '\0';
@@ -2499,26 +2593,18 @@ token_save(const struct profile *p, const struct token *t)
 	return 0;
 }
 
-static long
-auth_body_read(void *ctx, unsigned char *buf, size_t n)
-{
-	struct conn **cr = ctx;
-
-	return http_read(cr[0], (struct http_resp *)(void *)cr[1], buf, n);
-}
-
 /* Parse a token-endpoint (or devicecode) reply into oa. */
 static int
 auth_parse(struct conn *c, struct http_resp *r)
 {
 	static struct json j;
-	void	*rc[2] = { c, r };
-	enum json_ev ev;
+	struct body b = { c, r };
+	enum json_ev ev = JSON_ERR;
 	char	*nl;
 	int	 bad = 0;
 
 	memset(&oa, 0, sizeof(oa));
-	json_init(&j, auth_body_read, rc);
+	json_init(&j, body_read, &b);
 	if (json_next(&j) != JSON_OBJ)
 		bad = 1;
 	while (!bad && (ev = json_next(&j)) == JSON_KEY) {
@@ -2549,17 +2635,18 @@ auth_parse(struct conn *c, struct http_resp *r)
 		else
 			bad = json_skip(&j);
 	}
-	if (!bad && ev == JSON_OBJ_END && json_next(&j) != JSON_END)
+	if (!bad && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
 		bad = 1;
 	wipe(j.str, sizeof(j.str));
-	if (bad || j.err) {
+	if (body_end(&b, &j, bad || j.err, "reply from the identity "
+	    "platform") == -1) {
 		wipe(&oa, sizeof(oa));
-		return err1("%s: improper reply from the identity platform "
-		    "(HTTP %d%s%s)", c->host, r->status, j.err ? ": " : "",
-		    j.msg);
+		return -1;
 	}
 	if ((nl = strpbrk(oa.desc, "\r\n")) != NULL)
 		*nl = '\0';
+	tidy(oa.desc);
+	tidy(oa.error);
 	return 0;
 }
 
@@ -2576,6 +2663,8 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 	struct conn *c;
 	int	 rc;
 
+	if (form[0] == '\0')
+		return -1;	/* auth_form() failed and said so */
 	if (snprintf(url, sizeof(url), "%s/%s/oauth2/v2.0/%s", p->login_url,
 	    p->tenant, endpoint) >= (int)sizeof(url))
 		return fail(EXIT_USAGE, "login_url too long");
@@ -2590,11 +2679,14 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 	if (http_exchange(url, &q, &r, &c, p->timeout, 0) == -1)
 		return -1;
 	rc = auth_parse(c, &r);
-	http_done(c, &r);
 	return rc == -1 ? -1 : r.status;
 }
 
-/* Build "k=v&k=v" with each value form-encoded; NULL value ends. */
+/*
+ * Build "k=v&k=v" with each value form-encoded; a NULL key ends the list.
+ * A form that does not fit is reported and left empty, and auth_post()
+ * does not send an empty form.
+ */
 static int
 auth_form(char *out, size_t sz, ...)
 {
@@ -2616,23 +2708,42 @@ auth_form(char *out, size_t sz, ...)
 	}
 	va_end(ap);
 	wipe(enc, sizeof(enc));
-	if (rc == -1)
-		BUG("token request too long");
+	if (rc == -1) {		/* a value from the service can be this long */
+		wipe(out, sz);
+		return err1("sign-in request too long");
+	}
 	return 0;
 }
 
 /* Store a successful token reply; the refresh token may be absent. */
 static int
+token_ok(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x21 || *s > 0x7e)
+			return 0;
+	return 1;
+}
+
+static int
 auth_store(const struct profile *p, struct token *t)
 {
 	if (oa.access[0] == '\0')
 		return err1("identity platform answered without an access token");
+	/* tokens go into a header and a key=value file: visible ASCII only
+	 * (RFC 6750 2.1 b64token, RFC 6749 A.12, A.17) */
+	if (!token_ok(oa.access) || (oa.refresh[0] && !token_ok(oa.refresh))) {
+		wipe(&oa, sizeof(oa));
+		return err1("identity platform sent an unusable token; "
+		    "the stored tokens are unchanged");
+	}
+	if (oa.expires_in <= 0 || oa.expires_in > 86400 * 365)
+		oa.expires_in = 3600;
 	scopy(t->access, sizeof(t->access), oa.access);
 	if (oa.refresh[0])
 		scopy(t->refresh, sizeof(t->refresh), oa.refresh);
 	t->obtained = (int64_t)time(NULL);
-	t->expires = t->obtained + (oa.expires_in > 0 ?
-	    oa.expires_in : 3600);
+	t->expires = t->obtained + oa.expires_in;
 	wipe(&oa, sizeof(oa));
 	return token_save(p, t);
 }
@@ -2771,12 +2882,13 @@ auth_device(const struct profile *p, struct token *t)
 	if (st != 200)
 		return auth_error(p, st);
 	if (oa.device_code[0] == '\0' || oa.user_code[0] == '\0' ||
-	    oa.verification_uri[0] == '\0')
-		return err1("device code reply without a code or URL");
+	    oa.verification_uri[0] == '\0' || has_control(oa.user_code) ||
+	    has_control(oa.verification_uri))
+		return err1("device code reply without a usable code or URL");
 	scopy(device_code, sizeof(device_code), oa.device_code);
 	interval = oa.interval > 0 && oa.interval < 60 ? oa.interval : 5;
-	deadline = (int64_t)time(NULL) + (oa.expires_in > 0 ?
-	    oa.expires_in : 900);
+	deadline = (int64_t)time(NULL) + (oa.expires_in > 0 &&
+	    oa.expires_in < 86400 ? oa.expires_in : 900);
 	fprintf(stderr, "To sign in, open %s and enter the code %s\n",
 	    oa.verification_uri, oa.user_code);
 	fflush(stderr);
@@ -2968,20 +3080,6 @@ struct graph {
 	char	 base[URL_MAX];		/* the drive: {graph_url}/me/drive */
 };
 
-/* A response body as a json_read_fn source. */
-struct body {
-	struct conn *c;
-	struct http_resp *r;
-};
-
-static long
-body_read(void *ctx, unsigned char *buf, size_t n)
-{
-	struct body *b = ctx;
-
-	return http_read(b->c, b->r, buf, n);
-}
-
 static int
 graph_init(struct graph *g, struct profile *p, struct token *t)
 {
@@ -3150,6 +3248,9 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	http_discard(c, r);
 	http_done(c, r);
 	msg[strcspn(msg, "\r\n")] = '\0';
+	tidy(msg);
+	tidy(code);
+	tidy(inner);
 	if (r->status == 401)
 		st = EXIT_AUTH;
 	else if (r->status == 404)
@@ -3159,6 +3260,30 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	return fail(st, "%s: HTTP %d %s%s%s%s%s", what, r->status,
 	    code[0] ? code : "", inner[0] ? "/" : "", inner,
 	    msg[0] ? ": " : "", msg);
+}
+
+/*
+ * An item odcp can act on safely.  Its name becomes a local file name in
+ * get -r and a line in ls: "", ".", "..", a '/' or a control character
+ * would lead outside the target or forge output, and no real item has
+ * them (graph-api.md 3.4).  The other fields go into queue records.
+ */
+static int
+item_check(const struct item *it)
+{
+	const char *f[] = { it->id, it->name, it->etag, it->ctag,
+	    it->created, it->modified, it->qxh, it->mime };
+	size_t	 i;
+
+	for (i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+		if (has_control(f[i]))
+			return -1;
+	if (it->root)
+		return 0;
+	if (it->name[0] == '\0' || strcmp(it->name, ".") == 0 ||
+	    strcmp(it->name, "..") == 0 || strchr(it->name, '/') != NULL)
+		return -1;
+	return 0;
 }
 
 /* The hashes facet: only quickXorHash is used (graph-api.md 10.3). */
@@ -3251,7 +3376,7 @@ parse_item_body(struct json *j, struct item *it)
 		scopy(it->modified, sizeof(it->modified), fsmod);
 	if (it->type == ITEM_NONE && it->root)
 		it->type = ITEM_FOLDER;
-	return 0;
+	return item_check(it);
 }
 
 /* A whole response body that is one driveItem. */
@@ -3262,14 +3387,9 @@ parse_item(struct conn *c, struct http_resp *r, struct item *it)
 	struct body b = { c, r };
 
 	json_init(&j, body_read, &b);
-	if (json_next(&j) != JSON_OBJ || parse_item_body(&j, it) == -1 ||
-	    json_next(&j) != JSON_END) {
-		http_done(c, r);
-		return err1("%s: improper driveItem: %s", c->host,
-		    j.msg[0] ? j.msg : "unexpected shape");
-	}
-	http_done(c, r);
-	return 0;
+	return body_end(&b, &j, json_next(&j) != JSON_OBJ ||
+	    parse_item_body(&j, it) == -1 || json_next(&j) != JSON_END,
+	    "driveItem");
 }
 
 /*
@@ -3425,13 +3545,9 @@ parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
 	}
 	if (!bad && rc == 0 && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
 		bad = 1;
-	http_done(c, r);
-	if (rc != 0)
-		return rc;
-	if (bad)
-		return err1("%s: improper listing page: %s", c->host,
-		    j.msg[0] ? j.msg : "unexpected shape");
-	return 0;
+	if (body_end(&b, &j, bad && rc == 0, "listing page") == -1)
+		return -1;
+	return rc;
 }
 
 /* List a folder, following @odata.nextLink to the end (4.1). */
@@ -3462,6 +3578,9 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 			return graph_error(c, &r, path);
 		if ((rc = parse_page(c, &r, fn, arg, next, sizeof(next))) != 0)
 			return rc;
+		if (strcmp(next, url) == 0)
+			return err1("%s: the listing's next page is the same "
+			    "page", path);
 		/* the token goes to the Graph host only, whatever a link says */
 		if (next[0] && (url_parse(next, &nu) == -1 ||
 		    strcasecmp(nu.host, gu.host) != 0 ||
@@ -3479,8 +3598,8 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
  * (5.1).  The bytes are counted and hashed as they pass.
  */
 static int
-graph_download(struct graph *g, const char *path, int fd, struct qxh *h,
-    int64_t *total)
+graph_download(struct graph *g, const char *path, int64_t size, int fd,
+    struct qxh *h, int64_t *total)
 {
 	static char url[URL_MAX];
 	static unsigned char buf[IO_BUF];
@@ -3503,7 +3622,8 @@ graph_download(struct graph *g, const char *path, int fd, struct qxh *h,
 		if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
 			http_discard(c, &r);
 			http_done(c, &r);
-			return err1("%s: redirect without a usable Location", path);
+			return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX ?
+			    "too many redirects" : "redirect without a Location");
 		}
 		http_discard(c, &r);
 		http_done(c, &r);
@@ -3512,9 +3632,22 @@ graph_download(struct graph *g, const char *path, int fd, struct qxh *h,
 	}
 	wipe(url, sizeof(url));		/* a pre-authenticated URL is a secret */
 	wipe(r.location, sizeof(r.location));
+	if ((flags & G_SECRET) && (r.status == 401 || r.status == 403)) {
+		/* the pre-authenticated URL expired: not a sign-in problem */
+		http_discard(c, &r);
+		http_done(c, &r);
+		return err1("%s: the download host refused its URL (HTTP %d); "
+		    "try again", path, r.status);
+	}
 	if (r.status != 200)
 		return graph_error(c, &r, path);
 	while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
+		if (*total + n > size) {	/* never more than announced */
+			http_done(c, &r);
+			conn_close(c);
+			return err1("%s: the download is longer than the %" PRId64
+			    " bytes the service announced", path, size);
+		}
 		qxh_update(h, buf, (size_t)n);
 		if (write_all(fd, buf, (size_t)n) == -1) {
 			http_done(c, &r);
@@ -3682,11 +3815,7 @@ parse_session(struct conn *c, struct http_resp *r, char *url, size_t urlsz,
 	}
 	if (!bad && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
 		bad = 1;
-	http_done(c, r);
-	if (bad)
-		return err1("%s: improper upload session reply: %s", c->host,
-		    j.msg[0] ? j.msg : "unexpected shape");
-	return 0;
+	return body_end(&b, &j, bad, "upload session reply");
 }
 
 static int
@@ -3849,7 +3978,8 @@ upload_hash(struct upload *u)
 
 	qxh_init(&h);
 	for (off = 0; off < u->size; off += n) {
-		n = pread_full(u->fd, buf, sizeof(buf), (off_t)off);
+		n = pread_full(u->fd, buf, u->size - off < (int64_t)sizeof(buf) ?
+		    (size_t)(u->size - off) : sizeof(buf), (off_t)off);
 		if (n < 0)
 			return err1("%s: read:", u->path);
 		if (n == 0)
@@ -3959,14 +4089,9 @@ graph_drive(struct graph *g, struct drive *d)
 	b.c = c;
 	b.r = &r;
 	json_init(&j, body_read, &b);
-	if (json_next(&j) != JSON_OBJ || parse_drive(&j, d, 0, "") == -1 ||
-	    json_next(&j) != JSON_END) {
-		http_done(c, &r);
-		return err1("%s: improper drive reply: %s", c->host,
-		    j.msg[0] ? j.msg : "unexpected shape");
-	}
-	http_done(c, &r);
-	return 0;
+	return body_end(&b, &j, json_next(&j) != JSON_OBJ ||
+	    parse_drive(&j, d, 0, "") == -1 || json_next(&j) != JSON_END,
+	    "drive reply");
 }
 
 /* == 12. Commands ========================================================= */
@@ -4063,6 +4188,9 @@ item_time(const char *in, char *out, size_t sz)
 		bfmt(out, sz, "-");
 }
 
+/* One queue record: kind, size, mtime, hash, path, separators. */
+#define QUEUE_REC_MAX	(PATH_MAX_ + 2 * FIELD_MAX + 64)
+
 /*
  * The work queue of the tree walks: an unlinked temporary file read
  * from *pos while new records are appended at its end.  It lives in
@@ -4101,11 +4229,15 @@ queue_open(void)
 static int
 queue_next(FILE *q, long *pos, char *rec, size_t sz)
 {
+	size_t	 n;
+
 	if (fflush(q) != 0 || fseek(q, *pos, SEEK_SET) != 0 ||
 	    fgets(rec, (int)sz, q) == NULL)
 		return -1;
 	*pos = ftell(q);
-	rec[strcspn(rec, "\n")] = '\0';
+	if ((n = strlen(rec)) == 0 || rec[n - 1] != '\n')
+		BUG("queue record too long");	/* tree_queue() caps them */
+	rec[n - 1] = '\0';
 	return 0;
 }
 
@@ -4129,6 +4261,8 @@ queue_field(char **p)
 
 struct ls {
 	int	 longfmt, recurse;
+	int	 failed;		/* a folder could not be listed */
+	size_t	 rootlen;		/* of the path listed */
 	const char *prefix;		/* relative path of the folder listed */
 	FILE	*queue;			/* folders still to list (-R) */
 };
@@ -4146,8 +4280,15 @@ ls_print(const struct item *it, void *arg)
 		    when, l->prefix, it->name, slash);
 	} else
 		printf("%s%s%s\n", l->prefix, it->name, slash);
-	if (l->recurse && it->type == ITEM_FOLDER)
-		fprintf(l->queue, "%s%s/\n", l->prefix, it->name);
+	if (!l->recurse || it->type != ITEM_FOLDER)
+		return 0;
+	/* the folder's own path, l->root/prefix/name, must fit to be listed */
+	if (l->rootlen + strlen(l->prefix) + strlen(it->name) + 2 >= PATH_MAX_) {
+		l->failed = err1("%s%s: remote path too long to list", l->prefix,
+		    it->name);
+		return 0;
+	}
+	fprintf(l->queue, "%s%s/\n", l->prefix, it->name);
 	return 0;
 }
 
@@ -4156,7 +4297,7 @@ static const char ls_usage[] = "ls [-lR] [PATH]";
 static int
 cmd_ls(int argc, char **argv)
 {
-	static char path[PATH_MAX_], sub[PATH_MAX_], rel[PATH_MAX_];
+	static char path[PATH_MAX_], sub[PATH_MAX_], rel[QUEUE_REC_MAX];
 	static struct item it;
 	struct ls l;
 	int	 ch, rc = 0;
@@ -4177,6 +4318,7 @@ cmd_ls(int argc, char **argv)
 	    == -1 || graph_stat(&G, path, &it, 0) != 0)
 		return -1;
 	l.prefix = "";
+	l.rootlen = strlen(path);
 	if (it.type != ITEM_FOLDER)
 		return ls_print(&it, &l);
 	if (l.recurse && (l.queue = queue_open()) == NULL)
@@ -4197,7 +4339,7 @@ cmd_ls(int argc, char **argv)
 	}
 	if (l.queue != NULL)
 		fclose(l.queue);
-	return rc;
+	return rc != 0 ? rc : l.failed;
 }
 
 static const char stat_usage[] = "stat PATH";
@@ -4296,7 +4438,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 
 	if ((fd = get_open(target, tmp, sizeof(tmp), dst, sizeof(dst))) == -1)
 		return -1;
-	if (graph_download(&G, remote, fd, &h, &total) == -1)
+	if (graph_download(&G, remote, it->size, fd, &h, &total) == -1)
 		goto out;
 	qxh_final(&h, sum);
 	if (total != it->size) {
@@ -4356,8 +4498,9 @@ tree_queue(const struct item *it, void *arg)
 	FILE	*q = ((struct tree *)arg)->q;
 	const char *dir = ((struct tree *)arg)->dir;
 
-	if (strchr(it->name, '\n') != NULL || strchr(it->name, '/') != NULL)
-		return err1("%s: item name holds a newline or slash", it->name);
+	/* names were checked by item_check(); the whole path must fit */
+	if (strlen(dir) + 1 + strlen(it->name) >= PATH_MAX_)
+		return err1("%s/%s: remote path too long", dir, it->name);
 	if (it->type == ITEM_FOLDER)
 		fprintf(q, "D\t%s%s%s\n", dir, strcmp(dir, "/") ? "/" : "",
 		    it->name);
@@ -4376,7 +4519,7 @@ tree_queue(const struct item *it, void *arg)
 static int
 get_tree(const char *remote, const char *local)
 {
-	static char rec[PATH_MAX_ + 256], lpath[LPATH_MAX];
+	static char rec[QUEUE_REC_MAX], lpath[LPATH_MAX];
 	static struct item it;
 	struct tree tr;
 	struct job jb = { 0, 0 };
@@ -4397,6 +4540,8 @@ get_tree(const char *remote, const char *local)
 			mtime = queue_field(&p);
 			hash = queue_field(&p);
 		}
+		if ((kind != 'D' && kind != 'F' && kind != 'P') || rec[1] != '\t')
+			BUG("queue record");
 		if (p == NULL || snprintf(lpath, sizeof(lpath), "%s%s", local,
 		    p + (strlen(p) >= rootlen ? rootlen : 0)) >=
 		    (int)sizeof(lpath)) {
@@ -4445,7 +4590,7 @@ cmd_get(int argc, char **argv)
 	static char path[PATH_MAX_], target[LPATH_MAX];
 	static struct item it;
 	struct stat st;
-	int	 ch, recurse = 0;
+	int	 ch, recurse = 0, n;
 	const char *local;
 
 	while ((ch = getopt_long(argc, argv, "+r", no_long, NULL)) != -1) {
@@ -4468,17 +4613,21 @@ cmd_get(int argc, char **argv)
 			return fail(EXIT_USAGE, "cannot write a folder to stdout");
 		return get_file(path, &it, "-");
 	}
+	if (local != NULL && local[0] == '\0')
+		return fail(EXIT_USAGE, "empty local path: use . for here");
 	if (local == NULL)
-		bfmt(target, sizeof(target), "%s", it.root ? "root" :
+		n = snprintf(target, sizeof(target), "%s", it.root ? "root" :
 		    base_name(path));
 	else if (stat(local, &st) == 0 && S_ISDIR(st.st_mode))
-		bfmt(target, sizeof(target), "%s%s%s", local,
+		n = snprintf(target, sizeof(target), "%s%s%s", local,
 		    local[strlen(local) - 1] == '/' ? "" : "/",
 		    it.root ? "root" : base_name(path));
 	else if (local[strlen(local) - 1] == '/' && it.type != ITEM_FOLDER)
 		return err1("%s: no such directory", local);
 	else
-		bfmt(target, sizeof(target), "%s", local);
+		n = snprintf(target, sizeof(target), "%s", local);
+	if (n < 0 || n >= (int)sizeof(target))
+		return fail(EXIT_USAGE, "%.60s...: local path too long", local);
 	if (it.type == ITEM_FOLDER)
 		return get_tree(path, target);
 	return get_file(path, &it, target);
@@ -4503,13 +4652,15 @@ put_file(const char *local, const char *remote)
 	u.path = path;
 	u.conflict = put_conflict;
 	u.fragment = put_fragment ? put_fragment : P.fragment;
-	if ((u.fd = open(local, O_RDONLY)) == -1)
+	/* O_NONBLOCK: opening a FIFO must not wait for a writer */
+	if ((u.fd = open(local, O_RDONLY | O_NONBLOCK)) == -1)
 		return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_FAIL,
 		    "%s:", local);
 	if (fstat(u.fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		close(u.fd);
 		return err1("%s: not a regular file", local);
 	}
+	fcntl(u.fd, F_SETFL, fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
 	u.size = st.st_size;
 	u.mtime = st.st_mtime;
 	rc = graph_upload(&G, &u);
@@ -4586,10 +4737,9 @@ put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
 		else if (lstat(lpath, &st) == 0 && S_ISLNK(st.st_mode))
 			job_end(jb, err1("%s: symbolic link to a folder; "
 			    "skipped", lpath));
-		else if (graph_mkdir(&G, rpath, &it, 1) == -1)
+		else if (graph_mkdir(&G, rpath, &it, 1) == -1 ||
+		    put_tree(lpath, lsz, rpath, rsz, depth + 1, jb) == -1)
 			job_end(jb, -1);
-		else
-			put_tree(lpath, lsz, rpath, rsz, depth + 1, jb);
 		lpath[ll] = rpath[rl] = '\0';
 	}
 	closedir(d);
@@ -4644,6 +4794,10 @@ cmd_put(int argc, char **argv)
 		    "%s:", local);
 	if (S_ISDIR(st.st_mode) && !recurse)
 		return fail(EXIT_USAGE, "%s is a directory: use put -r", local);
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+		return err1("%s: not a regular file", local);
+	if (remote[0] == '\0')
+		return fail(EXIT_USAGE, "empty remote path: use / for the root");
 	bfmt(lpath, sizeof(lpath), "%s", local);
 	n = strlen(lpath);
 	while (n > 1 && lpath[n - 1] == '/')
@@ -4665,8 +4819,10 @@ cmd_put(int argc, char **argv)
 		    strcmp(base_name(lpath), ".") == 0)
 			return fail(EXIT_USAGE, "%s: name the remote folder",
 			    local);
-		bfmt(rpath, sizeof(rpath), "%s%s%s", norm,
-		    strcmp(norm, "/") ? "/" : "", base_name(lpath));
+		if (snprintf(rpath, sizeof(rpath), "%s%s%s", norm,
+		    strcmp(norm, "/") ? "/" : "", base_name(lpath)) >=
+		    (int)sizeof(rpath))
+			return fail(EXIT_USAGE, "%s: remote path too long", local);
 		if (rc == 1 && mkdir_p(norm, 1) == -1)
 			return -1;
 	} else {
@@ -4680,7 +4836,8 @@ cmd_put(int argc, char **argv)
 		return put_file(lpath, rpath);
 	if (mkdir_p(rpath, rc == 1 && !into) == -1)
 		return -1;
-	put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb);
+	if (put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb) == -1)
+		job_end(&jb, -1);
 	return job_status(&jb);
 }
 
@@ -4968,6 +5125,11 @@ main(int argc, char **argv)
 	size_t	 i;
 	int	 ch, rc;
 
+	/* a closed stdout must not become a socket that file bytes go to */
+	for (i = 0; i < 3; i++)
+		if (fcntl((int)i, F_GETFD) == -1 &&
+		    open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY) != (int)i)
+			return EXIT_FAIL;
 	signal(SIGPIPE, SIG_IGN);
 	opterr = 0;		/* every usage error is our own one line */
 	pool_init();

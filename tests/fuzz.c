@@ -14,8 +14,7 @@
  * when it is unset, by the first input byte modulo the number of targets
  * (that byte is then not part of the data).  Run with -close_fd_mask=2
  * to keep odcp's own error lines off the terminal; sanitizer reports
- * still show.  The ca target needs -detect_leaks=0: ca_load() leaks its
- * scratch buffers on a PEM error (harmless in odcp, which then exits).
+ * still show.  `make fuzz` runs every target for FUZZTIME seconds.
  *
  *	ODCP_FUZZ=json /tmp/fuzz -close_fd_mask=2 -max_total_time=300 DIR
  */

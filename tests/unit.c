@@ -890,17 +890,29 @@ test_graph_docs(void)
 		    "2021-02-03T04:05:06Z" },
 		{ ITEM("", ""), 0, ITEM_FILE, 0, INT64_C(5497558138880), -1,
 		    "2024-05-06T07:08:09.123Z" },
-		{ "{\"id\":\"F\",\"size\":0,\"folder\":{\"childCount\":42,"
+		{ "{\"id\":\"F\",\"name\":\"f\",\"size\":0,\"folder\":{\"childCount\":42,"
 		    "\"view\":{\"sortBy\":\"name\"}}}", 0, ITEM_FOLDER, 0, 0,
 		    42, "" },
 		{ "{\"id\":\"R\",\"root\":{},\"folder\":{\"childCount\":0}}", 0,
 		    ITEM_FOLDER, 1, 0, 0, "" },
 		{ "{\"id\":\"R\",\"root\":{}}", 0, ITEM_FOLDER, 1, 0, -1, "" },
-		{ "{\"id\":\"P\",\"package\":{\"type\":\"oneNote\"},\"folder\":"
+		{ "{\"id\":\"P\",\"name\":\"n\",\"package\":{\"type\":\"oneNote\"},\"folder\":"
 		    "{\"childCount\":3}}", 0, ITEM_PACKAGE, 0, 0, 3, "" },
-		{ "{\"id\":\"P\",\"folder\":{\"childCount\":3},\"package\":"
+		{ "{\"id\":\"P\",\"name\":\"n\",\"folder\":{\"childCount\":3},\"package\":"
 		    "{\"type\":\"oneNote\"}}", 0, ITEM_PACKAGE, 0, 0, 3, "" },
 		{ "{\"id\":5}", -1, 0, 0, 0, 0, "" },
+		/* names and fields odcp must not act on (item_check) */
+		{ "{\"id\":\"a\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\".\",\"folder\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"..\",\"folder\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"a/b\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"a\\nb\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"a\\u001b[2J\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"ok\",\"lastModifiedDateTime\":"
+		    "\"2024-01-02T03:04:05Z\\nF\\t6\",\"file\":{}}", -1, 0, 0, 0, 0, "" },
+		{ "{\"id\":\"a\",\"name\":\"ok\",\"file\":{\"hashes\":"
+		    "{\"quickXorHash\":\"x\\ty\"}}}", -1, 0, 0, 0, 0, "" },
 		{ "{\"size\":\"x\"}", -1, 0, 0, 0, 0, "" },
 		{ "{\"file\":[]}", -1, 0, 0, 0, 0, "" },
 		{ "{\"id\":\"a\",\"folder\":{", -1, 0, 0, 0, 0, "" },
