@@ -4746,6 +4746,43 @@ put_tree(char *lpath, size_t lsz, char *rpath, size_t rsz, int depth,
 	return 0;
 }
 
+/*
+ * Where put sends lpath, like cp: into an existing folder, or into a
+ * folder named with a trailing '/' (created if missing), or to a new
+ * name, whose folders are created as mkdir -p would.  *missing: rpath
+ * itself was just seen not to exist.
+ */
+static int
+put_target(const char *lpath, const char *remote, char *rpath, size_t rsz,
+    int *missing)
+{
+	static char norm[PATH_MAX_];
+	static struct item it;
+	const char *b = base_name(lpath);
+	int	 rc, into = remote[strlen(remote) - 1] == '/';
+
+	*missing = 0;
+	if (path_norm(norm, sizeof(norm), remote) == -1 ||
+	    (rc = graph_stat(&G, norm, &it, 1)) == -1)
+		return -1;
+	if (into && rc == 0 && it.type != ITEM_FOLDER)
+		return fail(EXIT_EXISTS, "%s is a file, not a folder", norm);
+	if ((rc == 0 && it.type == ITEM_FOLDER) || into) {
+		if (strcmp(b, "..") == 0 || strcmp(b, ".") == 0)
+			return fail(EXIT_USAGE, "%s: name the remote folder",
+			    lpath);
+		if (snprintf(rpath, rsz, "%s%s%s", norm, strcmp(norm, "/") ?
+		    "/" : "", b) >= (int)rsz)
+			return fail(EXIT_USAGE, "%s: remote path too long", lpath);
+		return rc == 1 ? mkdir_p(norm, 1) : 0;
+	}
+	*missing = rc == 1;
+	bfmt(rpath, rsz, "%s", norm);
+	bfmt(norm, sizeof(norm), "%.*s", (int)(base_name(rpath) - rpath - 1),
+	    rpath);
+	return *missing && norm[0] ? mkdir_p(norm, 0) : 0;
+}
+
 static const char put_usage[] = "put [-r] [--conflict fail|replace|rename] "
     "[--fragment-size N] LOCAL [REMOTE]";
 
@@ -4757,12 +4794,11 @@ cmd_put(int argc, char **argv)
 		{ "fragment-size", required_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 }
 	};
-	static char lpath[LPATH_MAX], rpath[PATH_MAX_], norm[PATH_MAX_];
-	static struct item it;
+	static char lpath[LPATH_MAX], rpath[PATH_MAX_];
 	struct stat st;
 	struct job jb = { 0, 0 };
 	const char *local, *remote;
-	int	 ch, recurse = 0, rc, into;
+	int	 ch, recurse = 0, missing;
 	int64_t	 v;
 	size_t	 n;
 
@@ -4798,43 +4834,16 @@ cmd_put(int argc, char **argv)
 		return err1("%s: not a regular file", local);
 	if (remote[0] == '\0')
 		return fail(EXIT_USAGE, "empty remote path: use / for the root");
-	bfmt(lpath, sizeof(lpath), "%s", local);
+	if (scopy(lpath, sizeof(lpath), local) == -1)
+		return fail(EXIT_USAGE, "%.60s...: local path too long", local);
 	n = strlen(lpath);
 	while (n > 1 && lpath[n - 1] == '/')
 		lpath[--n] = '\0';
-	if (path_norm(norm, sizeof(norm), remote) == -1)
+	if (put_target(lpath, remote, rpath, sizeof(rpath), &missing) == -1)
 		return -1;
-	/*
-	 * Like cp: into an existing folder, or a folder named with a
-	 * trailing '/' (created if missing), or to a new name, whose
-	 * folders are created as mkdir -p would.
-	 */
-	into = remote[strlen(remote) - 1] == '/';
-	if ((rc = graph_stat(&G, norm, &it, 1)) == -1)
-		return -1;
-	if (into && rc == 0 && it.type != ITEM_FOLDER)
-		return fail(EXIT_EXISTS, "%s is a file, not a folder", norm);
-	if ((rc == 0 && it.type == ITEM_FOLDER) || into) {
-		if (strcmp(base_name(lpath), "..") == 0 ||
-		    strcmp(base_name(lpath), ".") == 0)
-			return fail(EXIT_USAGE, "%s: name the remote folder",
-			    local);
-		if (snprintf(rpath, sizeof(rpath), "%s%s%s", norm,
-		    strcmp(norm, "/") ? "/" : "", base_name(lpath)) >=
-		    (int)sizeof(rpath))
-			return fail(EXIT_USAGE, "%s: remote path too long", local);
-		if (rc == 1 && mkdir_p(norm, 1) == -1)
-			return -1;
-	} else {
-		bfmt(rpath, sizeof(rpath), "%s", norm);
-		bfmt(norm, sizeof(norm), "%.*s", (int)(base_name(rpath) -
-		    rpath - 1), rpath);
-		if (rc == 1 && norm[0] && mkdir_p(norm, 0) == -1)
-			return -1;
-	}
 	if (!S_ISDIR(st.st_mode))
 		return put_file(lpath, rpath);
-	if (mkdir_p(rpath, rc == 1 && !into) == -1)
+	if (mkdir_p(rpath, missing) == -1)
 		return -1;
 	if (put_tree(lpath, sizeof(lpath), rpath, sizeof(rpath), 0, &jb) == -1)
 		job_end(&jb, -1);
@@ -5102,9 +5111,14 @@ wipe_secrets(void)
 	wipe(&oa, sizeof(oa));
 }
 
-#ifndef ODCP_NO_MAIN
-int
-main(int argc, char **argv)
+/* The global options, before the command. */
+struct globals {
+	const char *cfg, *client_id, *tenant, *cacert, *timeout, *prof;
+};
+
+/* Returns 0 to go on, 1 when done (--help, --version), -1 on error. */
+static int
+parse_globals(int argc, char **argv, struct globals *o)
 {
 	static const struct option opts[] = {
 		{ "verbose", no_argument, NULL, 'v' },
@@ -5119,11 +5133,59 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *cfg = NULL, *client_id = NULL, *tenant = NULL;
-	const char *cacert = NULL, *timeout = NULL, *prof = NULL;
+	int	 ch;
+
+	memset(o, 0, sizeof(*o));
+	while ((ch = getopt_long(argc, argv, "+vqp:c:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'v': verbose++; break;
+		case 'q': quiet = 1; break;
+		case 'p': o->prof = optarg; break;
+		case 'c': o->cfg = optarg; break;
+		case 'A': o->cacert = optarg; break;
+		case 'I': o->client_id = optarg; break;
+		case 'T': o->tenant = optarg; break;
+		case 'W': o->timeout = optarg; break;
+		case 'h': usage(stdout); return 1;
+		case 'V': printf("odcp %s\n", ODCP_VERSION); return 1;
+		default:
+			if (optopt != 0)
+				return fail(EXIT_USAGE, "unknown option -%c before "
+				    "the command (odcp --help lists them)", optopt);
+			return fail(EXIT_USAGE, "unknown option %s before the "
+			    "command (odcp --help lists them)", argv[optind - 1]);
+		}
+	}
+	return 0;
+}
+
+/* The profile: its name, its file, then the environment and options. */
+static int
+setup_profile(const struct globals *o)
+{
+	const char *prof = o->prof;
+
+	if (prof == NULL && (prof = getenv("ODCP_PROFILE")) != NULL && !*prof)
+		prof = NULL;
+	if (scopy(P.name, sizeof(P.name), prof ? prof : "default") == -1 ||
+	    strspn(P.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.") != strlen(P.name) || P.name[0] == '.')
+		return fail(EXIT_USAGE, "bad profile name");
+	if (config_dir(o->cfg, P.dir, sizeof(P.dir)) == -1 ||
+	    conf_load(&P) == -1 || apply_overrides(o->client_id, o->tenant,
+	    o->cacert, o->timeout) == -1 || conf_secret(&P) == -1)
+		return -1;
+	return 0;
+}
+
+#ifndef ODCP_NO_MAIN
+int
+main(int argc, char **argv)
+{
+	struct globals o;
 	const struct cmd *cmd = NULL;
 	size_t	 i;
-	int	 ch, rc;
+	int	 rc;
 
 	/* a closed stdout must not become a socket that file bytes go to */
 	for (i = 0; i < 3; i++)
@@ -5134,29 +5196,8 @@ main(int argc, char **argv)
 	opterr = 0;		/* every usage error is our own one line */
 	pool_init();
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
-	while ((ch = getopt_long(argc, argv, "+vqp:c:hV", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'v': verbose++; break;
-		case 'q': quiet = 1; break;
-		case 'p': prof = optarg; break;
-		case 'c': cfg = optarg; break;
-		case 'A': cacert = optarg; break;
-		case 'I': client_id = optarg; break;
-		case 'T': tenant = optarg; break;
-		case 'W': timeout = optarg; break;
-		case 'h': usage(stdout); return EXIT_OK;
-		case 'V': printf("odcp %s\n", ODCP_VERSION); return EXIT_OK;
-		default:
-			if (optopt != 0)
-				fail(EXIT_USAGE, "unknown option -%c before the "
-				    "command (odcp --help lists them)", optopt);
-			else
-				fail(EXIT_USAGE, "unknown option %s before the "
-				    "command (odcp --help lists them)",
-				    argv[optind - 1]);
-			return EXIT_USAGE;
-		}
-	}
+	if ((rc = parse_globals(argc, argv, &o)) != 0)
+		return rc == 1 ? EXIT_OK : EXIT_USAGE;
 	if (optind >= argc) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -5164,23 +5205,10 @@ main(int argc, char **argv)
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[optind], cmds[i].name) == 0)
 			cmd = &cmds[i];
-	if (cmd == NULL) {
-		fail(EXIT_USAGE, "unknown command '%s' (odcp --help lists them)",
-		    argv[optind]);
-		return EXIT_USAGE;
-	}
-	if (prof == NULL && (prof = getenv("ODCP_PROFILE")) != NULL && !*prof)
-		prof = NULL;
-	if (scopy(P.name, sizeof(P.name), prof ? prof : "default") == -1 ||
-	    strspn(P.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-_.") != strlen(P.name) || P.name[0] == '.') {
-		fail(EXIT_USAGE, "bad profile name");
-		return EXIT_USAGE;
-	}
-	if (config_dir(cfg, P.dir, sizeof(P.dir)) == -1 ||
-	    conf_load(&P) == -1 ||
-	    apply_overrides(client_id, tenant, cacert, timeout) == -1 ||
-	    conf_secret(&P) == -1)
+	if (cmd == NULL)
+		return fail(EXIT_USAGE, "unknown command '%s' (odcp --help "
+		    "lists them)", argv[optind]), EXIT_USAGE;
+	if (setup_profile(&o) == -1)
 		return exit_status;
 	argc -= optind;
 	argv += optind;
@@ -5191,10 +5219,8 @@ main(int argc, char **argv)
 	if (rc == 0)
 		rc = cmd->fn(argc, argv);
 	wipe_secrets();
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fail(EXIT_FAIL, "stdout:");
-		rc = -1;
-	}
+	if (fflush(stdout) != 0 || ferror(stdout))
+		rc = fail(EXIT_FAIL, "stdout:");
 	if (rc != 0 && exit_status == EXIT_OK)
 		exit_status = EXIT_FAIL;
 	return exit_status;

@@ -1673,6 +1673,38 @@ test_main_helpers(void)
 	CHECK(strstr(err_end(), "--timeout must be") != NULL);
 	ca_file = NULL;
 
+	strcpy(tcase, "parse_globals");
+	{
+		char	*av[] = { "odcp", "-vq", "-p", "work", "--cacert",
+		    "/c.pem", "--timeout", "9", "ls", "-l", NULL };
+		char	*bad[] = { "odcp", "--nope", "ls", NULL };
+		struct globals o;
+		int	 v = verbose, qq = quiet;
+
+		optind = 1;
+		opterr = 0;
+		CHECK(parse_globals(10, av, &o) == 0);
+		CHECK(optind == 8 && strcmp(av[optind], "ls") == 0);
+		CHECK_STR(o.prof, "work");
+		CHECK_STR(o.cacert, "/c.pem");
+		CHECK_STR(o.timeout, "9");
+		CHECK(verbose == v + 1 && quiet == 1 && o.cfg == NULL);
+		verbose = v;
+		quiet = qq;
+		optind = 1;
+		err_begin();
+		CHECK(parse_globals(3, bad, &o) == -1);
+		CHECK(strstr(err_end(), "unknown option --nope") != NULL);
+
+		strcpy(tcase, "setup_profile");
+		memset(&o, 0, sizeof(o));
+		o.prof = ".hidden";
+		err_begin();
+		CHECK(setup_profile(&o) == -1);
+		CHECK(strstr(err_end(), "bad profile name") != NULL);
+		optind = 1;
+	}
+
 	strcpy(tcase, "wipe_secrets");
 	strcpy(T.access, "secret");
 	strcpy(P.secret, "secret");
