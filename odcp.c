@@ -898,43 +898,31 @@ static const char *ca_file;			/* chosen by main */
 static br_x509_trust_anchor *anchors;
 static size_t nanchors;
 
-struct ca_load {
-	unsigned char *der;			/* the object being decoded */
+/* A growing byte buffer, for BearSSL's decoders' output callbacks. */
+struct ca_buf {
+	unsigned char *p;
 	size_t	 len, cap;
-	unsigned char *dn;
-	size_t	 dnlen, dncap;
+};
+
+struct ca_load {
+	struct ca_buf der;			/* the certificate being decoded */
+	struct ca_buf dn;			/* its subject name */
 };
 
 static void
 ca_append(void *ctx, const void *p, size_t n)
 {
-	struct ca_load *l = ctx;
+	struct ca_buf *b = ctx;
 	unsigned char *q;
 
-	if (l->len + n > l->cap) {
-		l->cap = (l->len + n) * 2;
-		if ((q = realloc(l->der, l->cap)) == NULL)
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2;
+		if ((q = realloc(b->p, b->cap)) == NULL)
 			BUG("out of memory loading CA bundle");
-		l->der = q;
+		b->p = q;
 	}
-	memcpy(l->der + l->len, p, n);
-	l->len += n;
-}
-
-static void
-ca_dn(void *ctx, const void *p, size_t n)
-{
-	struct ca_load *l = ctx;
-	unsigned char *q;
-
-	if (l->dnlen + n > l->dncap) {
-		l->dncap = (l->dnlen + n) * 2;
-		if ((q = realloc(l->dn, l->dncap)) == NULL)
-			BUG("out of memory loading CA bundle");
-		l->dn = q;
-	}
-	memcpy(l->dn + l->dnlen, p, n);
-	l->dnlen += n;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
 }
 
 static void *
@@ -956,17 +944,17 @@ ca_add(struct ca_load *l)
 	br_x509_pkey *pk;
 	br_x509_trust_anchor *ta, *n;
 
-	l->dnlen = 0;
-	br_x509_decoder_init(&dc, ca_dn, l);
-	br_x509_decoder_push(&dc, l->der, l->len);
+	l->dn.len = 0;
+	br_x509_decoder_init(&dc, ca_append, &l->dn);
+	br_x509_decoder_push(&dc, l->der.p, l->der.len);
 	if ((pk = br_x509_decoder_get_pkey(&dc)) == NULL)
 		return;
 	if ((n = realloc(anchors, (nanchors + 1) * sizeof(*anchors))) == NULL)
 		BUG("out of memory loading CA bundle");
 	anchors = n;
 	ta = &anchors[nanchors];
-	ta->dn.data = xdup(l->dn, l->dnlen);
-	ta->dn.len = l->dnlen;
+	ta->dn.data = xdup(l->dn.p, l->dn.len);
+	ta->dn.len = l->dn.len;
 	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
 	ta->pkey = *pk;
 	if (pk->key_type == BR_KEYTYPE_RSA) {
@@ -1017,9 +1005,9 @@ ca_load(void)
 			case BR_PEM_BEGIN_OBJ:
 				inobj = strcmp(br_pem_decoder_name(&pc),
 				    "CERTIFICATE") == 0;
-				l.len = 0;
+				l.der.len = 0;
 				br_pem_decoder_setdest(&pc,
-				    inobj ? ca_append : NULL, &l);
+				    inobj ? ca_append : NULL, &l.der);
 				break;
 			case BR_PEM_END_OBJ:
 				if (inobj)
@@ -1028,15 +1016,15 @@ ca_load(void)
 				break;
 			case BR_PEM_ERROR:
 				close(fd);
-				free(l.der);
-				free(l.dn);
+				free(l.der.p);
+				free(l.dn.p);
 				return ca_fail("CA bundle %s: not PEM", path);
 			}
 		}
 	}
 	close(fd);
-	free(l.der);
-	free(l.dn);
+	free(l.der.p);
+	free(l.dn.p);
 	if (nanchors == 0)
 		return ca_fail("CA bundle %s: no certificates", path);
 	debug(2, "%zu trust anchors from %s", nanchors, path);
