@@ -48,7 +48,7 @@ tests/fuzz: tests/fuzz.c odcp.c $(LIB)
 fuzz: tests/fuzz
 	for t in $(FUZZERS); do mkdir -p /tmp/odcp-fuzz/$$t && \
 	    ODCP_FUZZ=$$t tests/fuzz -close_fd_mask=2 -max_total_time=$(FUZZTIME) \
-	    /tmp/odcp-fuzz/$$t > /tmp/odcp-fuzz/$$t.log 2>&1 || \
+	    -artifact_prefix=/tmp/odcp-fuzz/$$t- /tmp/odcp-fuzz/$$t > /tmp/odcp-fuzz/$$t.log 2>&1 || \
 	    { cat /tmp/odcp-fuzz/$$t.log; exit 1; }; \
 	    echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs' /tmp/odcp-fuzz/$$t.log)"; \
 	done

@@ -74,6 +74,8 @@
 #define PROFILE_MAX	64
 #define TREE_DEPTH_MAX	64	/* recursion into local and remote folders */
 #define RETRY_MAX	4	/* throttling and 5xx: attempts after the first */
+#define LIST_SEEN	1024	/* listing pages remembered to catch a loop */
+#define LIST_EMPTY_MAX	16	/* empty listing pages in a row */
 #define RETRY_WAIT_MAX	120	/* never sleep longer than this per attempt */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
 
@@ -242,6 +244,7 @@ static int verbose;
 static int quiet;
 static int exit_status;
 static int hush;		/* suppress reports: a retry will follow */
+static int silent;		/* suppress reports: best-effort clean-up */
 
 static int
 vfail(int status, const char *fmt, va_list ap)
@@ -250,7 +253,7 @@ vfail(int status, const char *fmt, va_list ap)
 	size_t	 n;
 	int	 e = errno;
 
-	if (hush)
+	if (hush || silent)
 		return -1;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
@@ -338,6 +341,17 @@ wipe(void *p, size_t n)
 
 	while (n--)
 		*v++ = 0;
+}
+
+/* FNV-1a, 64 bits: a cheap fingerprint of a string. */
+static uint64_t
+fnv1a(const char *s)
+{
+	uint64_t h = UINT64_C(14695981039346656037);
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+	return h;
 }
 
 /* Bounded formatting into our own buffers; overflow is a bug. */
@@ -1567,6 +1581,9 @@ url_parse(const char *s, struct url *u)
 
 	if (strncasecmp(s, "https://", 8) != 0)
 		return url_bad("not an https URL");
+	for (h = s; *h; h++)	/* it goes into a request line as it is */
+		if ((unsigned char)*h <= ' ' || *h == 0x7f)
+			return url_bad("URL with a space or control character");
 	h = s + 8;
 	e = h + strcspn(h, "/?#");
 	colon = memchr(h, ':', (size_t)(e - h));
@@ -3163,7 +3180,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 				return -1;
 			exit_status = saved;
 			wait = retry_wait(NULL, attempt);
-			if (!quiet)
+			if (!quiet && !silent)
 				fprintf(stderr, "odcp: retrying in %" PRId64
 				    " s\n", wait);
 			sleep((unsigned)wait);
@@ -3177,7 +3194,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		}
 		if (graph_retryable(r->status, flags) && attempt < RETRY_MAX) {
 			wait = retry_wait(r, attempt);
-			if (!quiet)
+			if (!quiet && !silent)
 				fprintf(stderr, "odcp: HTTP %d from %s: retrying "
 				    "in %" PRId64 " s\n", r->status,
 				    (*cp)->host, wait);
@@ -3364,7 +3381,11 @@ parse_item_body(struct json *j, struct item *it)
 		scopy(it->modified, sizeof(it->modified), fsmod);
 	if (it->type == ITEM_NONE && it->root)
 		it->type = ITEM_FOLDER;
-	return item_check(it);
+	if (item_check(it) == -1) {
+		json_fail(j, "an item with an unusable name or field");
+		return -1;
+	}
+	return 0;
 }
 
 /* A whole response body that is one driveItem. */
@@ -3499,7 +3520,7 @@ typedef int (*item_fn)(const struct item *, void *);
 
 static int
 parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
-    char *next, size_t nextsz)
+    char *next, size_t nextsz, long *count)
 {
 	static struct json j;
 	static struct item it;
@@ -3508,6 +3529,7 @@ parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
 	int	 bad = 0, rc = 0;
 
 	next[0] = '\0';
+	*count = 0;
 	json_init(&j, body_read, &b);
 	if (json_next(&j) != JSON_OBJ)
 		bad = 1;
@@ -3525,6 +3547,7 @@ parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
 					break;
 				}
 				rc = fn(&it, arg);
+				(*count)++;
 			}
 			if (!bad && rc == 0 && ev != JSON_ARR_END)
 				bad = 1;
@@ -3543,32 +3566,40 @@ static int
 graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 {
 	static char url[URL_MAX], next[URL_MAX];
+	static uint64_t seen[LIST_SEEN];	/* hashes of recent page URLs */
+	uint64_t h;
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
 	struct url gu, nu;
-	long	 pages;
-	int	 rc;
+	long	 pages, n, empty = 0;
+	int	 rc, i;
 
 	/* only the fields odcp reads: a listing is 3 to 5 times smaller
 	 * without each file's pre-authenticated download URL (4.1) */
 	graph_url(g, url, sizeof(url), path, "children?$select=" ITEM_FIELDS);
 	if (url_parse(g->p->graph_url, &gu) == -1)
 		return -1;
+	memset(seen, 0, sizeof(seen));
 	for (pages = 0; url[0]; pages++) {
-		if (pages > 10000000L)
-			return err1("%s: listing does not end", path);
 		req_init(&q, "GET");
 		if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT)
 		    == -1)
 			return -1;
 		if (r.status != 200)
 			return graph_error(c, &r, path);
-		if ((rc = parse_page(c, &r, fn, arg, next, sizeof(next))) != 0)
+		if ((rc = parse_page(c, &r, fn, arg, next, sizeof(next), &n)) != 0)
 			return rc;
-		if (strcmp(next, url) == 0)
-			return err1("%s: the listing's next page is the same "
-			    "page", path);
+		/* a listing must end: no page may come back, nor run after
+		 * run of empty pages (the service may send a few) */
+		seen[pages % LIST_SEEN] = fnv1a(url);
+		h = fnv1a(next);
+		for (i = 0; next[0] && i < LIST_SEEN; i++)
+			if (seen[i] == h)
+				return err1("%s: the listing's pages repeat", path);
+		if ((empty = n == 0 ? empty + 1 : 0) > LIST_EMPTY_MAX)
+			return err1("%s: the listing sends only empty pages",
+			    path);
 		/* the token goes to the Graph host only, whatever a link says */
 		if (next[0] && (url_parse(next, &nu) == -1 ||
 		    strcasecmp(nu.host, gu.host) != 0 ||
@@ -3577,6 +3608,31 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 			    gu.host);
 		bfmt(url, sizeof(url), "%s", next);
 	}
+	return 0;
+}
+
+/*
+ * A Location may hold raw non-ASCII bytes, spaces or brackets
+ * (graph-api.md 5.1): those are percent-encoded, '%' never re-encoded.
+ */
+static int
+location_encode(char *out, size_t sz, const char *loc)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+	size_t	 n = 0;
+
+	for (p = (const unsigned char *)loc; *p; p++) {
+		if (n + 4 > sz)
+			return -1;
+		if (*p >= 0x80 || *p == ' ' || *p == '[' || *p == ']') {
+			out[n++] = '%';
+			out[n++] = hex[*p >> 4];
+			out[n++] = hex[*p & 15];
+		} else
+			out[n++] = (char)*p;
+	}
+	out[n] = '\0';
 	return 0;
 }
 
@@ -3615,7 +3671,10 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		}
 		http_discard(c, &r);
 		http_done(c, &r);
-		bfmt(url, sizeof(url), "%s", r.location);
+		if (location_encode(url, sizeof(url), r.location) == -1) {
+			wipe(r.location, sizeof(r.location));
+			return err1("%s: redirect Location too long", path);
+		}
 		flags = G_IDEMPOTENT | G_SECRET;	/* never the token */
 	}
 	wipe(url, sizeof(url));		/* a pre-authenticated URL is a secret */
@@ -3862,10 +3921,12 @@ upload_cancel(struct graph *g, const char *url)
 
 	req_init(&q, "DELETE");
 	q.hdrs = NULL;
+	silent = 1;	/* the upload's own failure is the one to report */
 	if (graph_request(g, url, &q, &r, &c, G_SECRET) == 0) {
 		http_discard(c, &r);
 		http_done(c, &r);
 	}
+	silent = 0;
 	exit_status = saved;
 }
 
@@ -4181,7 +4242,8 @@ item_time(const char *in, char *out, size_t sz)
 
 /*
  * The work queue of the tree walks: an unlinked temporary file read
- * from *pos while new records are appended at its end.  It lives in
+ * from *pos while new records are appended at its end.  queue_next()
+ * returns 0 with a record, 1 at the end, -1 (reported) on an error.  It lives in
  * $TMPDIR, /tmp, or (a FROM scratch container has neither) the
  * configuration directory.
  */
@@ -4219,12 +4281,17 @@ queue_next(FILE *q, long *pos, char *rec, size_t sz)
 {
 	size_t	 n;
 
-	if (fflush(q) != 0 || fseek(q, *pos, SEEK_SET) != 0 ||
-	    fgets(rec, (int)sz, q) == NULL)
-		return -1;
+	/* records that did not reach the file (a full disk) are lost:
+	 * that must stop the walk, not skip files silently */
+	if (fflush(q) != 0 || ferror(q))
+		return err1("temporary queue file: write error:");
+	if (fseek(q, *pos, SEEK_SET) != 0)
+		return err1("temporary queue file:");
+	if (fgets(rec, (int)sz, q) == NULL)
+		return ferror(q) ? err1("temporary queue file:") : 1;
 	*pos = ftell(q);
 	if ((n = strlen(rec)) == 0 || rec[n - 1] != '\n')
-		BUG("queue record too long");	/* tree_queue() caps them */
+		return err1("temporary queue file damaged");
 	rec[n - 1] = '\0';
 	return 0;
 }
@@ -4322,8 +4389,10 @@ cmd_ls(int argc, char **argv)
 			fseek(l.queue, 0, SEEK_END);
 		if ((rc = graph_list(&G, sub, ls_print, &l)) != 0 || !l.recurse)
 			break;
-		if (queue_next(l.queue, &qpos, rel, sizeof(rel)) == -1)
+		if ((rc = queue_next(l.queue, &qpos, rel, sizeof(rel))) != 0) {
+			rc = rc == 1 ? 0 : -1;
 			break;
+		}
 	}
 	if (l.queue != NULL)
 		fclose(l.queue);
@@ -4520,7 +4589,7 @@ get_tree(const char *remote, const char *local)
 	if ((q = queue_open()) == NULL)
 		return -1;
 	fprintf(q, "D\t%s\n", remote);
-	while (queue_next(q, &qpos, rec, sizeof(rec)) == 0) {
+	while ((rc = queue_next(q, &qpos, rec, sizeof(rec))) == 0) {
 		kind = rec[0];
 		p = rec + 2;
 		if (kind == 'F') {
@@ -4566,6 +4635,8 @@ get_tree(const char *remote, const char *local)
 			debug(1, "%s -> %s", p, lpath);
 		job_end(&jb, rc);
 	}
+	if (rc == -1)
+		job_end(&jb, -1);
 	fclose(q);
 	return job_status(&jb);
 }
@@ -4588,6 +4659,8 @@ cmd_get(int argc, char **argv)
 	}
 	if (argc - optind < 1 || argc - optind > 2)
 		return cmd_usage(get_usage, 0, argc, argv);
+	if (optind + 1 < argc && argv[optind + 1][0] == '\0')
+		return fail(EXIT_USAGE, "empty local path: use . for here");
 	if (path_norm(path, sizeof(path), argv[optind]) == -1 ||
 	    graph_stat(&G, path, &it, 0) != 0)
 		return -1;
@@ -4601,8 +4674,6 @@ cmd_get(int argc, char **argv)
 			return fail(EXIT_USAGE, "cannot write a folder to stdout");
 		return get_file(path, &it, "-");
 	}
-	if (local != NULL && local[0] == '\0')
-		return fail(EXIT_USAGE, "empty local path: use . for here");
 	if (local == NULL)
 		n = snprintf(target, sizeof(target), "%s", it.root ? "root" :
 		    base_name(path));
@@ -4813,6 +4884,8 @@ cmd_put(int argc, char **argv)
 		return cmd_usage(put_usage, 0, argc, argv);
 	local = argv[optind];
 	remote = optind + 1 < argc ? argv[optind + 1] : "/";
+	if (local[0] == '\0' || remote[0] == '\0')
+		return fail(EXIT_USAGE, "empty path: use . or / for a folder");
 	if (stat(local, &st) == -1)
 		return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_FAIL,
 		    "%s:", local);
@@ -4820,8 +4893,6 @@ cmd_put(int argc, char **argv)
 		return fail(EXIT_USAGE, "%s is a directory: use put -r", local);
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
 		return err1("%s: not a regular file", local);
-	if (remote[0] == '\0')
-		return fail(EXIT_USAGE, "empty remote path: use / for the root");
 	if (scopy(lpath, sizeof(lpath), local) == -1)
 		return fail(EXIT_USAGE, "%.60s...: local path too long", local);
 	n = strlen(lpath);

@@ -229,12 +229,13 @@ t_page(const uint8_t *d, size_t n)
 	static struct http_resp r;
 	static char next[URL_MAX];
 	unsigned char *b = dupbytes(d, n);
-	long	 count = 0;
+	long	 count = 0, pages = 0;
 	struct url u;
 
 	fconn(b, n, 0);
 	fresp(&r, n);
-	if (parse_page(&fc, &r, count_item, &count, next, sizeof(next)) == 0 &&
+	if (parse_page(&fc, &r, count_item, &count, next, sizeof(next),
+	    &pages) == 0 &&
 	    next[0])
 		(void)url_parse(next, &u);
 	free(b);
@@ -374,7 +375,7 @@ t_hpage(const uint8_t *d, size_t n)
 	static struct http_resp r;
 	static char next[URL_MAX];
 	unsigned char *b;
-	long	 count = 0;
+	long	 count = 0, pages = 0;
 
 	if (n < 2)
 		return;
@@ -385,7 +386,7 @@ t_hpage(const uint8_t *d, size_t n)
 			(void)graph_error(&fc, &r, "fuzz");
 		else
 			(void)parse_page(&fc, &r, count_item, &count, next,
-			    sizeof(next));
+			    sizeof(next), &pages);
 	}
 	exit_status = 0;
 	free(b);

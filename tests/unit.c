@@ -926,6 +926,7 @@ test_graph_docs(void)
 	static char page[2048], next[URL_MAX], names[256];
 	struct mem m;
 	size_t	 i, step;
+	long	 count;
 
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		tc(t[i].doc, strlen(t[i].doc));
@@ -959,7 +960,8 @@ test_graph_docs(void)
 		names[0] = '\0';
 		CHECK(http_recv_head(&c, &r, 0) == 0);
 		CHECK(parse_page(&c, &r, page_collect, names, next,
-		    sizeof(next)) == 0);
+		    sizeof(next), &count) == 0);
+		CHECK(count == 2);
 		CHECK_STR(names, "a b|sub/|");
 		CHECK_STR(next, "https://g.example/next?p=2");
 		CHECK(r.done);
