@@ -457,20 +457,18 @@ parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 }
 
 /*
- * Percent-encode s: every byte but A-Z a-z 0-9 - . _ ~ (RFC 3986
- * unreserved) and those in keep becomes %HH.  Returns -1 if the result
- * does not fit in sz bytes.
+ * Percent-encode s: every byte for which plain() is false becomes %HH.
+ * Returns -1 if the result does not fit in sz bytes.
  */
 static int
-pct_encode(char *out, size_t sz, const char *s, const char *keep)
+pct_encode(char *out, size_t sz, const char *s, int (*plain)(int))
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p;
 	size_t	 n = 0;
 
 	for (p = (const unsigned char *)s; *p; p++) {
-		if (isalnum(*p) || strchr("-._~", *p) != NULL ||
-		    strchr(keep, *p) != NULL) {
+		if (plain(*p)) {
 			if (n + 1 >= sz)
 				return -1;
 			out[n++] = (char)*p;
@@ -486,6 +484,21 @@ pct_encode(char *out, size_t sz, const char *s, const char *keep)
 	return 0;
 }
 
+/* RFC 3986 unreserved: A-Z a-z 0-9 - . _ ~ */
+static int
+unreserved(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+	    c == '~';
+}
+
+static int
+path_plain(int c)
+{
+	return unreserved(c) || c == '/';
+}
+
 /*
  * A drive path keeps its '/' separators and nothing else (graph-api.md
  * 3.3: '+' must not reach the service raw, '#' and '?' would end the
@@ -494,14 +507,14 @@ pct_encode(char *out, size_t sz, const char *s, const char *keep)
 static int
 path_encode(char *out, size_t sz, const char *path)
 {
-	return pct_encode(out, sz, path, "/");
+	return pct_encode(out, sz, path, path_plain);
 }
 
 /* One value of an application/x-www-form-urlencoded body. */
 static int
 form_encode(char *out, size_t sz, const char *s)
 {
-	return pct_encode(out, sz, s, "");
+	return pct_encode(out, sz, s, unreserved);
 }
 
 static int
@@ -3616,24 +3629,9 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
  * (graph-api.md 5.1): those are percent-encoded, '%' never re-encoded.
  */
 static int
-location_encode(char *out, size_t sz, const char *loc)
+location_plain(int c)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	const unsigned char *p;
-	size_t	 n = 0;
-
-	for (p = (const unsigned char *)loc; *p; p++) {
-		if (n + 4 > sz)
-			return -1;
-		if (*p >= 0x80 || *p == ' ' || *p == '[' || *p == ']') {
-			out[n++] = '%';
-			out[n++] = hex[*p >> 4];
-			out[n++] = hex[*p & 15];
-		} else
-			out[n++] = (char)*p;
-	}
-	out[n] = '\0';
-	return 0;
+	return c < 0x80 && c != ' ' && c != '[' && c != ']';
 }
 
 /*
@@ -3671,7 +3669,8 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		}
 		http_discard(c, &r);
 		http_done(c, &r);
-		if (location_encode(url, sizeof(url), r.location) == -1) {
+		if (pct_encode(url, sizeof(url), r.location, location_plain)
+		    == -1) {
 			wipe(r.location, sizeof(r.location));
 			return err1("%s: redirect Location too long", path);
 		}

@@ -1194,6 +1194,11 @@ test_encoders(void)
 		CHECK(form_decode(dec) == 0);
 		CHECK_STR(dec, formenc[i].in);
 	}
+	/* a Location: raw non-ASCII, spaces and brackets encoded, '%' kept */
+	strcpy(tcase, "location_plain");
+	CHECK(pct_encode(out, sizeof(out), "https://h/d l/[\xc3\xa9]?a=%2B&b",
+	    location_plain) == 0);
+	CHECK_STR(out, "https://h/d%20l/%5B%C3%A9%5D?a=%2B&b");
 	strcpy(tcase, "form_decode");
 	strcpy(dec, "a+b%41%c3%A9");
 	CHECK(form_decode(dec) == 0);
