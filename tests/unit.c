@@ -1194,6 +1194,28 @@ test_encoders(void)
 		CHECK(form_decode(dec) == 0);
 		CHECK_STR(dec, formenc[i].in);
 	}
+	/* URLs from the service go into a request line as they are */
+	strcpy(tcase, "url_parse");
+	{
+		static const char *bad[] = { "http://h/x", "https://h/a b",
+		    "https://h/a\r\nX-Inj: 1", "https://h/\x01", "https://u@h/x",
+		    "https://h:99x/x", "https://:443/x", "https://h?q" };
+		struct url u;
+
+		CHECK(url_parse("https://h.example:8443/p?q=%20", &u) == 0);
+		CHECK_STR(u.host, "h.example");
+		CHECK_STR(u.port, "8443");
+		CHECK_STR(u.target, "/p?q=%20");
+		CHECK_STR(u.hostport, "h.example:8443");
+		CHECK(url_parse("https://h", &u) == 0 && strcmp(u.target, "/") == 0);
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			tc(bad[i], strlen(bad[i]));
+			err_begin();
+			CHECK(url_parse(bad[i], &u) == -1 && net_permanent);
+			CHECK(strstr(err_end(), bad[i]) == NULL);  /* not echoed */
+		}
+		strcpy(tcase, "location_plain");
+	}
 	/* a Location: raw non-ASCII, spaces and brackets encoded, '%' kept */
 	strcpy(tcase, "location_plain");
 	CHECK(pct_encode(out, sizeof(out), "https://h/d l/[\xc3\xa9]?a=%2B&b",
