@@ -158,6 +158,9 @@ struct http_req {
 	off_t	 off;
 	int64_t	 flen;
 	int	 has_body;		/* send Content-Length, even 0 */
+	/* sees each file region as it is sent: (tapctx, offset, bytes) */
+	void	 (*tap)(void *, int64_t, const unsigned char *, size_t);
+	void	*tapctx;
 };
 
 /* JSON events (§8); json_event_names[] prints them in tests. */
@@ -1355,6 +1358,9 @@ http_send(struct conn *c, const char *hostport, const struct http_req *q)
 			return err1("read:");
 		if (r == 0)
 			return err1("file shrank while being sent");
+		if (q->tap != NULL)
+			q->tap(q->tapctx, q->off + done, (unsigned char *)body,
+			    (size_t)r);
 		if (conn_write(c, body, (size_t)r) == -1)
 			return -1;
 	}
@@ -1676,6 +1682,14 @@ http_done(struct conn *c, struct http_resp *r)
 {
 	if (c != NULL && (!r->done || r->close || c->err))
 		conn_close(c);
+}
+
+/* A response whose body nobody wants: drained, connection given back. */
+static void
+http_drop(struct conn *c, struct http_resp *r)
+{
+	http_discard(c, r);
+	http_done(c, r);
 }
 
 /*
@@ -3200,8 +3214,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 			continue;
 		}
 		if (r->status == 401 && (flags & G_AUTH) && refreshed == 0) {
-			http_discard(*cp, r);
-			http_done(*cp, r);
+			http_drop(*cp, r);
 			refreshed = 1;
 			continue;
 		}
@@ -3211,8 +3224,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 				fprintf(stderr, "odcp: HTTP %d from %s: retrying "
 				    "in %" PRId64 " s\n", r->status,
 				    (*cp)->host, wait);
-			http_discard(*cp, r);
-			http_done(*cp, r);
+			http_drop(*cp, r);
 			sleep((unsigned)wait);
 			continue;
 		}
@@ -3263,8 +3275,7 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 		else if (ev == JSON_KEY && depth >= 2)
 			json_skip(&j);
 	}
-	http_discard(c, r);
-	http_done(c, r);
+	http_drop(c, r);
 	msg[strcspn(msg, "\r\n")] = '\0';
 	tidy(msg);
 	tidy(code);
@@ -3516,8 +3527,7 @@ graph_stat(struct graph *g, const char *path, struct item *it,
 	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
 		return -1;
 	if (r.status == 404 && missing_ok) {
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 		return 1;
 	}
 	if (r.status != 200)
@@ -3662,13 +3672,11 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		if (r.status < 300 || r.status > 399 || r.status == 304)
 			break;
 		if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
-			http_discard(c, &r);
-			http_done(c, &r);
+			http_drop(c, &r);
 			return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX ?
 			    "too many redirects" : "redirect without a Location");
 		}
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 		if (pct_encode(url, sizeof(url), r.location, location_plain)
 		    == -1) {
 			wipe(r.location, sizeof(r.location));
@@ -3680,8 +3688,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	wipe(r.location, sizeof(r.location));
 	if ((flags & G_SECRET) && (r.status == 401 || r.status == 403)) {
 		/* the pre-authenticated URL expired: not a sign-in problem */
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 		return err1("%s: the download host refused its URL (HTTP %d); "
 		    "try again", path, r.status);
 	}
@@ -3705,21 +3712,30 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	return n < 0 ? -1 : 0;
 }
 
-/* A JSON request (POST, PATCH) whose answer is a driveItem, or an error. */
+/* Send a JSON body (POST, PATCH) to Graph; r and *cp get the answer. */
 static int
-graph_json(struct graph *g, const char *method, const char *url,
-    const char *body, const char *what, int want, struct item *it)
+graph_send_json(struct graph *g, const char *method, const char *url,
+    const char *body, struct http_resp *r, struct conn **cp)
 {
 	struct http_req q;
-	struct http_resp r;
-	struct conn *c;
 
 	req_init(&q, method);
 	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
 	q.body = body;
 	q.blen = strlen(body);
 	q.has_body = 1;
-	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+	return graph_request(g, url, &q, r, cp, G_AUTH);
+}
+
+/* A JSON request whose answer is a driveItem, or an error. */
+static int
+graph_json(struct graph *g, const char *method, const char *url,
+    const char *body, const char *what, int want, struct item *it)
+{
+	struct http_resp r;
+	struct conn *c;
+
+	if (graph_send_json(g, method, url, body, &r, &c) == -1)
 		return -1;
 	if (r.status != want && !(want == 201 && r.status == 200))
 		return graph_error(c, &r, what);
@@ -3737,7 +3753,6 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	char	 parent[PATH_MAX_], url[URL_MAX], name[NAME_MAX_ * 2];
 	char	 body[NAME_MAX_ * 2 + 128];
 	const char *b = base_name(path);
-	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
 
@@ -3751,24 +3766,17 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 		return fail(EXIT_USAGE, "%s: name too long", path);
 	bfmt(body, sizeof(body), "{\"name\":\"%s\",\"folder\":{},"
 	    "\"@microsoft.graph.conflictBehavior\":\"fail\"}", name);
-	req_init(&q, "POST");
-	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
-	q.body = body;
-	q.blen = strlen(body);
-	q.has_body = 1;
-	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+	if (graph_send_json(g, "POST", url, body, &r, &c) == -1)
 		return -1;
 	if (r.status == 409 && exist_ok) {
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 		if (graph_stat(g, path, it, 0) == -1)
 			return -1;
 		return it->type == ITEM_FOLDER ? 0 :
 		    fail(EXIT_EXISTS, "%s exists and is not a folder", path);
 	}
 	if (r.status == 404 && !exist_ok) {
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 		return fail(EXIT_NOTFOUND, "%s: folder %s does not exist "
 		    "(mkdir -p creates it)", path, parent);
 	}
@@ -3791,8 +3799,7 @@ graph_delete(struct graph *g, const char *path)
 		return -1;
 	if (r.status != 204 && r.status != 200)
 		return graph_error(c, &r, path);
-	http_discard(c, &r);
-	http_done(c, &r);
+	http_drop(c, &r);
 	return 0;
 }
 
@@ -3812,8 +3819,26 @@ struct upload {
 	int64_t	 mtime;
 	int64_t	 fragment;
 	struct item it;			/* the result */
+	struct qxh h;			/* the content hashed as it is sent */
+	int64_t	 hashed;		/* bytes 0 to hashed-1 are in h */
 	char	 qxh[29];		/* the local content's hash */
 };
+
+/*
+ * The http_req tap of an upload: each byte is hashed once, in order, the
+ * first time it is sent; a fragment sent again is not hashed again.
+ */
+static void
+upload_tap(void *ctx, int64_t off, const unsigned char *p, size_t n)
+{
+	struct upload *u = ctx;
+	int64_t	 skip = u->hashed - off;
+
+	if (skip < 0 || skip >= (int64_t)n)
+		return;
+	qxh_update(&u->h, p + skip, n - (size_t)skip);
+	u->hashed += (int64_t)n - skip;
+}
 
 /* The first start offset in {"nextExpectedRanges":["N-", "a-b"]}. */
 static int
@@ -3884,6 +3909,8 @@ upload_simple(struct graph *g, struct upload *u)
 	q.off = 0;
 	q.flen = u->size;
 	q.has_body = 1;
+	q.tap = upload_tap;
+	q.tapctx = u;
 	/* replace may be repeated; fail and rename must not be (a lost
 	 * reply would turn into a conflict or a second copy) */
 	if (graph_request(g, url, &q, &r, &c, G_AUTH |
@@ -3922,8 +3949,7 @@ upload_cancel(struct graph *g, const char *url)
 	q.hdrs = NULL;
 	silent = 1;	/* the upload's own failure is the one to report */
 	if (graph_request(g, url, &q, &r, &c, G_SECRET) == 0) {
-		http_discard(c, &r);
-		http_done(c, &r);
+		http_drop(c, &r);
 	}
 	silent = 0;
 	exit_status = saved;
@@ -3952,6 +3978,8 @@ upload_fragments(struct graph *g, struct upload *u, const char *url)
 		q.off = (off_t)off;
 		q.flen = len;
 		q.has_body = 1;
+		q.tap = upload_tap;
+		q.tapctx = u;
 		debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64,
 		    u->path, off, off + len - 1, u->size);
 		if (graph_request(g, url, &q, &r, &c, G_IDEMPOTENT | G_SECRET)
@@ -3983,7 +4011,6 @@ upload_session(struct graph *g, struct upload *u)
 {
 	static char url[URL_MAX], upurl[URL_MAX];
 	char	 body[512], when[FIELD_MAX];
-	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
 	int64_t	 next;
@@ -3995,12 +4022,7 @@ upload_session(struct graph *g, struct upload *u)
 	bfmt(body, sizeof(body), "{\"item\":{\"@microsoft.graph."
 	    "conflictBehavior\":\"%s\",\"fileSystemInfo\":"
 	    "{\"lastModifiedDateTime\":\"%s\"}}}", u->conflict, when);
-	req_init(&q, "POST");
-	q.hdrs = "Content-Type: application/json\r\nAccept: application/json\r\n";
-	q.body = body;
-	q.blen = strlen(body);
-	q.has_body = 1;
-	if (graph_request(g, url, &q, &r, &c, G_AUTH) == -1)
+	if (graph_send_json(g, "POST", url, body, &r, &c) == -1)
 		return -1;
 	if (r.status != 200)
 		return graph_error(c, &r, u->path);
@@ -4015,16 +4037,23 @@ upload_session(struct graph *g, struct upload *u)
 	return rc;
 }
 
-/* Hash the local file; the service's hash is checked against it. */
+/*
+ * The local content's hash, for comparing with the service's.  The tap
+ * has hashed every byte sent in order; only if the service skipped
+ * ahead is the file read once more.
+ */
 static int
 upload_hash(struct upload *u)
 {
 	static unsigned char buf[IO_BUF];
-	struct qxh h;
 	int64_t	 off;
 	ssize_t	 n;
 
-	qxh_init(&h);
+	if (u->hashed == u->size) {
+		qxh_final(&u->h, u->qxh);
+		return 0;
+	}
+	qxh_init(&u->h);
 	for (off = 0; off < u->size; off += n) {
 		n = pread_full(u->fd, buf, u->size - off < (int64_t)sizeof(buf) ?
 		    (size_t)(u->size - off) : sizeof(buf), (off_t)off);
@@ -4032,9 +4061,9 @@ upload_hash(struct upload *u)
 			return err1("%s: read:", u->path);
 		if (n == 0)
 			return err1("%s: file shrank while being read", u->path);
-		qxh_update(&h, buf, (size_t)n);
+		qxh_update(&u->h, buf, (size_t)n);
 	}
-	qxh_final(&h, u->qxh);
+	qxh_final(&u->h, u->qxh);
 	return 0;
 }
 
@@ -4044,15 +4073,17 @@ graph_upload(struct graph *g, struct upload *u)
 {
 	int	 rc;
 
-	if (name_check(u->path) == -1 || upload_hash(u) == -1)
+	if (name_check(u->path) == -1)
 		return -1;
+	qxh_init(&u->h);
+	u->hashed = 0;
 	if (u->size <= SIMPLE_UPLOAD_MAX) {
 		rc = upload_simple(g, u);
 		if (rc == 0)
 			rc = upload_mtime(g, u);
 	} else
 		rc = upload_session(g, u);
-	if (rc == -1)
+	if (rc == -1 || upload_hash(u) == -1)
 		return -1;
 	if (u->it.size != u->size)
 		return err1("%s: service stored %" PRId64 " bytes, sent %"

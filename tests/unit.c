@@ -1447,6 +1447,34 @@ test_retry_wait(void)
 
 /* == 5. quickXorHash (graph-api.md 10.2) ================================== */
 
+/*
+ * upload_tap hashes each byte once, in order, though fragments are sent
+ * again after a failure or overlap: "The quick brown fox ..." sent as
+ * [0,10) [0,10) [5,20) [20,43) must hash as the whole sentence.
+ */
+static void
+test_upload_tap(void)
+{
+	static struct upload u;
+	const char *fox = "The quick brown fox jumps over the lazy dog";
+	const unsigned char *p = (const unsigned char *)fox;
+
+	strcpy(tcase, "upload_tap");
+	memset(&u, 0, sizeof(u));
+	qxh_init(&u.h);
+	upload_tap(&u, 0, p, 10);
+	upload_tap(&u, 0, p, 10);
+	upload_tap(&u, 5, p + 5, 15);
+	upload_tap(&u, 30, p + 30, 13);		/* a gap: not hashed */
+	CHECK(u.hashed == 20);
+	upload_tap(&u, 20, p + 20, 23);
+	CHECK(u.hashed == 43);
+	u.size = 43;
+	u.fd = -1;
+	CHECK(upload_hash(&u) == 0);		/* no second read of the file */
+	CHECK_STR(u.qxh, "bMSlbysmxJL6S75XwfMcQZOpcr4=");
+}
+
 static void
 test_qxh(void)
 {
@@ -1781,6 +1809,7 @@ main(int argc, char **argv)
 	test_numbers();
 	test_retry_wait();
 	test_qxh();
+	test_upload_tap();
 	if (mkdtemp(tmp) == NULL)
 		exit(2);
 	test_tokens(tmp);
