@@ -73,10 +73,15 @@
 #define CONF_LINE_MAX	4096
 #define PROFILE_MAX	64
 #define TREE_DEPTH_MAX	64	/* recursion into local and remote folders */
-#define RETRY_MAX	4	/* throttling and 5xx: attempts after the first */
+#define RETRY_DEFAULT	6	/* --retries: attempts after the first */
+#define RETRY_LIMIT	100
 #define LIST_SEEN	1024	/* listing pages remembered to catch a loop */
 #define LIST_EMPTY_MAX	16	/* empty listing pages in a row */
-#define RETRY_WAIT_MAX	120	/* never sleep longer than this per attempt */
+#define BACKOFF_MAX	32	/* backoff: 1, 2, 4 .. 32 s, plus up to as much jitter */
+#define RETRY_AFTER_MAX	900	/* a longer Retry-After gives up instead */
+#define FRESH_RETRIES	4	/* 404 on an item odcp has just written */
+#define FRESH_RECENT	16	/* folders remembered as just created */
+#define SESSION_RESTARTS 3	/* new upload sessions after one vanished */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
 
 /* Graph rules for uploads (graph-api.md 6, 7.2). */
@@ -158,6 +163,7 @@ struct http_req {
 	off_t	 off;
 	int64_t	 flen;
 	int	 has_body;		/* send Content-Length, even 0 */
+	int	 once;			/* not idempotent: never resent blindly */
 	/* sees each file region as it is sent: (tapctx, offset, bytes) */
 	void	 (*tap)(void *, int64_t, const unsigned char *, size_t);
 	void	*tapctx;
@@ -223,7 +229,9 @@ struct profile {
 	char	 user[FIELD_MAX];
 	char	 secret_file[LPATH_MAX];
 	char	 secret[TOKEN_MAX];	/* client secret (app-only), wiped */
+	char	 proxy[URL_MAX];	/* may hold a password: wiped */
 	int	 timeout;
+	int	 retries;
 	int64_t	 fragment;
 };
 
@@ -246,8 +254,10 @@ struct token {
 static int verbose;
 static int quiet;
 static int exit_status;
-static int hush;		/* suppress reports: a retry will follow */
+static int hush;		/* hold reports: a retry may follow */
 static int silent;		/* suppress reports: best-effort clean-up */
+static char held[MSG_MAX + 600];	/* the last report held back by hush */
+static int held_status;
 
 static int
 vfail(int status, const char *fmt, va_list ap)
@@ -256,16 +266,34 @@ vfail(int status, const char *fmt, va_list ap)
 	size_t	 n;
 	int	 e = errno;
 
-	if (hush || silent)
+	if (silent)
 		return -1;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	if (n > 0 && msg[n - 1] == ':')
-		fprintf(stderr, "odcp: %s %s\n", msg, strerror(e));
+		snprintf(held, sizeof(held), "%s %s", msg, strerror(e));
 	else
-		fprintf(stderr, "odcp: %s\n", msg);
+		snprintf(held, sizeof(held), "%s", msg);
+	held_status = status;
+	if (hush)
+		return -1;
+	fprintf(stderr, "odcp: %s\n", held);
+	held[0] = '\0';
 	if (exit_status == EXIT_OK || exit_status == EXIT_FAIL)
 		exit_status = status;
+	return -1;
+}
+
+/* Report what hush held back: the retries are over. */
+static int
+release(void)
+{
+	if (held[0] == '\0')
+		return -1;
+	fprintf(stderr, "odcp: %s\n", held);
+	held[0] = '\0';
+	if (exit_status == EXIT_OK || exit_status == EXIT_FAIL)
+		exit_status = held_status;
 	return -1;
 }
 
@@ -532,15 +560,15 @@ hexval(int c)
 	return -1;
 }
 
-/* Decode %HH and '+' (as space) in place, for pasted redirect queries. */
+/* Decode %HH in place, and '+' as a space if plus (form values). */
 static int
-form_decode(char *s)
+pct_decode(char *s, int plus)
 {
 	char	*o = s;
 	int	 h, l;
 
 	for (; *s; s++) {
-		if (*s == '+')
+		if (*s == '+' && plus)
 			*o++ = ' ';
 		else if (*s == '%') {
 			if ((h = hexval(s[1])) < 0 || (l = hexval(s[2])) < 0)
@@ -905,6 +933,172 @@ net_connect(const char *host, const char *port, int timeout)
 	return fd;
 }
 
+/*
+ * An HTTP proxy for https (--proxy, https_proxy, HTTPS_PROXY, or the
+ * profile's proxy), unless no_proxy or NO_PROXY names the host.  odcp asks
+ * the proxy for a tunnel with CONNECT (RFC 9110 9.3.6) and runs TLS
+ * through it to the real host, so SNI and the certificate checks are
+ * unchanged.  user:password in the proxy URL become Basic credentials,
+ * which are never logged.
+ */
+struct proxy {
+	char	 host[HOST_MAX];
+	char	 port[8];
+	char	 auth[512];		/* base64 of user:password, or "" */
+};
+static struct proxy proxy;
+static const char *no_proxy;
+
+/* Set the proxy from a URL: http://[user[:password]@]host[:port][/]. */
+static int
+proxy_set(const char *url)
+{
+	char	 cred[384], *colon;
+	const char *h = url, *at, *e;
+	size_t	 n;
+
+	memset(&proxy, 0, sizeof(proxy));
+	if (url == NULL || *url == '\0')
+		return 0;
+	if (strncasecmp(h, "https://", 8) == 0)
+		return fail(EXIT_USAGE, "proxy: only http:// proxies are "
+		    "supported (TLS to the proxy is not)");
+	if (strncasecmp(h, "http://", 7) == 0)
+		h += 7;
+	e = h + strcspn(h, "/");
+	if ((at = memchr(h, '@', (size_t)(e - h))) != NULL) {
+		if ((size_t)(at - h) >= sizeof(cred))
+			return fail(EXIT_USAGE, "proxy: user name too long");
+		memcpy(cred, h, (size_t)(at - h));
+		cred[at - h] = '\0';
+		if (pct_decode(cred, 0) == -1 || strchr(cred, '\n') != NULL)
+			return fail(EXIT_USAGE, "proxy: bad %%-escape in the "
+			    "user name or password");
+		if (strchr(cred, ':') == NULL && bcat(cred, sizeof(cred), ":",
+		    1) == -1)
+			return fail(EXIT_USAGE, "proxy: user name too long");
+		base64(proxy.auth, (unsigned char *)cred, strlen(cred), 0);
+		wipe(cred, sizeof(cred));
+		h = at + 1;
+	}
+	colon = memchr(h, ':', (size_t)(e - h));
+	n = (size_t)((colon ? colon : e) - h);
+	if (n == 0 || n >= sizeof(proxy.host) || (*e != '\0' && e[1] != '\0'))
+		return fail(EXIT_USAGE, "proxy: expected http://host:port");
+	memcpy(proxy.host, h, n);
+	if (colon == NULL)
+		strcpy(proxy.port, "80");
+	else if ((n = (size_t)(e - colon - 1)) == 0 || n >= sizeof(proxy.port) ||
+	    strspn(colon + 1, "0123456789") < n)
+		return fail(EXIT_USAGE, "proxy: bad port");
+	else
+		memcpy(proxy.port, colon + 1, n);
+	return 0;
+}
+
+/*
+ * no_proxy: names separated by commas or spaces; "*" is every host; a
+ * name matches itself and its subdomains (".example.com" or
+ * "example.com"); ":port" limits an entry to one port.
+ */
+static int
+proxy_skip(const char *host, const char *port)
+{
+	const char *s = no_proxy, *e, *c;
+	size_t	 n, hl = strlen(host);
+
+	if (s == NULL)
+		return 0;
+	for (; *s; s = e) {
+		s += strspn(s, ", \t");
+		e = s + strcspn(s, ", \t");
+		n = (size_t)(e - s);
+		if (n == 0)
+			continue;
+		if (n == 1 && *s == '*')
+			return 1;
+		if ((c = memchr(s, ':', n)) != NULL) {
+			if (strlen(port) != (size_t)(e - c - 1) ||
+			    strncmp(c + 1, port, strlen(port)) != 0)
+				continue;
+			n = (size_t)(c - s);
+		}
+		if (n > 0 && *s == '.') {
+			s++;
+			n--;
+		}
+		if (n == 0 || n > hl || strncasecmp(host + hl - n, s, n) != 0)
+			continue;
+		if (hl == n || host[hl - n - 1] == '.')
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * A socket to host:port, through the proxy's tunnel if there is one.  The
+ * proxy's reply is read a byte at a time, so nothing of the tunnel's
+ * stream is taken.  A refusal (403, 407) is final; 502-504 may pass.
+ */
+static int
+net_open(const char *host, const char *port, int timeout)
+{
+	char	 req[HOST_MAX + sizeof(proxy.auth) + 128], line[HTTP_LINE_MAX];
+	size_t	 n = 0;
+	ssize_t	 r;
+	int	 fd, status = 0, nl = 0;
+
+	if (proxy.host[0] == '\0' || proxy_skip(host, port))
+		return net_connect(host, port, timeout);
+	if ((fd = net_connect(proxy.host, proxy.port, timeout)) == -1)
+		return -1;
+	bfmt(req, sizeof(req), "CONNECT %s:%s HTTP/1.1\r\nHost: %s:%s\r\n"
+	    "%s%s%s\r\n", host, port, host, port, proxy.auth[0] ?
+	    "Proxy-Authorization: Basic " : "", proxy.auth,
+	    proxy.auth[0] ? "\r\n" : "");
+	n = strlen(req);
+	r = net_wait(fd, POLLOUT, timeout) == 0 ? write(fd, req, n) : -1;
+	wipe(req, sizeof(req));
+	if (r >= 0 && (size_t)r != n) {
+		errno = EIO;
+		r = -1;
+	}
+	n = 0;
+	while (r >= 0 && nl < 2) {
+		if (n == sizeof(line) - 1 || net_wait(fd, POLLIN, timeout) == -1 ||
+		    (r = read(fd, line + n, 1)) != 1) {
+			if (r == 0 || n == sizeof(line) - 1)
+				errno = ECONNRESET;
+			r = -1;
+			break;
+		}
+		if (line[n] == '\n')
+			nl++;
+		else if (line[n] != '\r')
+			nl = 0;
+		n++;
+	}
+	line[n] = '\0';
+	if (r < 0) {
+		close(fd);
+		return err1("proxy %s port %s: tunnel to %s:", proxy.host,
+		    proxy.port, host);
+	}
+	if (sscanf(line, "HTTP/1.%*1d %3d", &status) != 1 || status != 200) {
+		close(fd);
+		net_permanent = status != 502 && status != 503 && status != 504;
+		line[strcspn(line, "\r\n")] = '\0';
+		tidy(line);
+		return fail(status == 407 ? EXIT_USAGE : EXIT_FAIL, "proxy %s "
+		    "port %s refused a tunnel to %s: %.100s%s", proxy.host,
+		    proxy.port, host, line, status == 407 ? " (check the "
+		    "user name and password in the proxy URL)" : "");
+	}
+	debug(2, "tunnel to %s port %s through proxy %s", host, port,
+	    proxy.host);
+	return fd;
+}
+
 /* == 6. TLS and transport ================================================= */
 
 /*
@@ -1191,7 +1385,7 @@ conn_open(struct conn *c, const char *host, const char *port, int timeout)
 	    scopy(c->port, sizeof(c->port), port) == -1)
 		return err1("host name too long: %.64s", host);
 	c->timeout = timeout;
-	if ((c->fd = net_connect(host, port, timeout)) == -1) {
+	if ((c->fd = net_open(host, port, timeout)) == -1) {
 		c->host[0] = '\0';
 		return -1;
 	}
@@ -1741,7 +1935,7 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 	char	 shown[256];
 	struct url u;
 	struct conn *c;
-	int	 reused, tries, ok, quiet_retry;
+	int	 reused, tries, ok, was;
 
 	net_permanent = 0;
 	if (url_parse(url, &u) == -1)
@@ -1752,11 +1946,11 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 		if ((c = pool_get(&u, timeout, tries > 0, &reused)) == NULL)
 			return -1;
 		/* the first failure on a reused connection stays quiet */
-		hush = reused && tries == 0;
+		was = hush;
+		hush = was || (reused && tries == 0 && !q->once);
 		ok = http_send(c, u.hostport, q) == 0 &&
 		    http_recv_head(c, r, strcmp(q->method, "HEAD") == 0) == 0;
-		quiet_retry = hush;
-		hush = 0;
+		hush = was;
 		if (ok) {
 			debug(1, "%s %s -> %d", q->method, shown, r->status);
 			if (verbose >= 2)
@@ -1765,11 +1959,62 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 			return 0;
 		}
 		conn_close(c);
-		if (!quiet_retry)
+		if (!reused || tries > 0 || q->once)
 			return -1;
+		held[0] = '\0';
 		debug(1, "%s: reused connection failed, reconnecting", u.host);
 	}
 	return -1;
+}
+
+/*
+ * Retry timing, for sign-in (§10) and Graph (§11).  retries is the budget
+ * of attempts after the first (--retries).  The wait is the response's
+ * Retry-After, in seconds or as an HTTP-date taken relative to the
+ * response's own Date (RFC 9110 10.2.3), so a skewed local clock does not
+ * matter; without one, exponential backoff with jitter: 1, 2, 4 .. 32 s
+ * plus up to as much again.  ODCP_RETRY_SCALE (tests only) shrinks every
+ * wait by a factor.
+ */
+static int retries = RETRY_DEFAULT;
+static double retry_scale = 1.0;
+
+/* Seconds to wait before attempt+1; -1: Retry-After beyond RETRY_AFTER_MAX. */
+static int64_t
+retry_wait(const struct http_resp *r, int attempt)
+{
+	int64_t	 v = -1, when, now;
+	const char *ra = r != NULL ? r->retry_after : "";
+
+	if (ra[0] && parse_int(ra, 0, INT64_MAX, &v) == -1) {
+		v = -1;
+		if (http_date(ra, &when) == 0) {
+			if (r->date[0] == '\0' || http_date(r->date, &now) == -1)
+				now = (int64_t)time(NULL);
+			v = when > now ? when - now : 0;
+		}
+	}
+	if (v >= 0)
+		return v <= RETRY_AFTER_MAX ? v : -1;
+	v = (int64_t)1 << (attempt < 5 ? attempt : 5);
+	return v + rand() % (v + 1);
+}
+
+/* Sleep s seconds; a long wait is announced, so odcp never looks hung. */
+static void
+retry_nap(int64_t s, const char *why)
+{
+	struct timespec ts;
+	double	 d = (double)s * retry_scale;
+
+	if (s >= 30 && !quiet)
+		fprintf(stderr, "odcp: %s; waiting %" PRId64 " s\n", why, s);
+	else
+		debug(1, "%s; retrying in %" PRId64 " s", why, s);
+	ts.tv_sec = (time_t)d;
+	ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
 }
 
 /* == 8. JSON pull tokenizer =============================================== */
@@ -2365,7 +2610,7 @@ conf_set(struct profile *p, const char *key, const char *val,
 		S("scope", scope), S("login_url", login_url),
 		S("graph_url", graph_url), S("redirect_uri", redirect_uri),
 		S("cacert", cacert), S("drive", drive), S("user", user),
-		S("client_secret_file", secret_file),
+		S("client_secret_file", secret_file), S("proxy", proxy),
 #undef S
 	};
 	int64_t	 v;
@@ -2383,6 +2628,13 @@ conf_set(struct profile *p, const char *key, const char *val,
 			return fail(EXIT_USAGE, "%s:%d: timeout must be 1 to "
 			    "3600 seconds", file, line);
 		p->timeout = (int)v;
+		return 0;
+	}
+	if (strcmp(key, "retries") == 0) {
+		if (parse_int(val, 0, RETRY_LIMIT, &v) == -1)
+			return fail(EXIT_USAGE, "%s:%d: retries must be 0 to %d",
+			    file, line, RETRY_LIMIT);
+		p->retries = (int)v;
 		return 0;
 	}
 	if (strcmp(key, "fragment_size") == 0) {
@@ -2409,6 +2661,7 @@ conf_defaults(struct profile *p)
 	bfmt(p->login_url, sizeof(p->login_url), "%s", LOGIN_URL);
 	bfmt(p->graph_url, sizeof(p->graph_url), "%s", GRAPH_URL);
 	p->timeout = TIMEOUT_DEFAULT;
+	p->retries = RETRY_DEFAULT;
 	p->fragment = FRAGMENT_DEFAULT;
 }
 
@@ -2503,6 +2756,89 @@ static int
 conf_app_only(const struct profile *p)
 {
 	return p->secret[0] != '\0';
+}
+
+/*
+ * State files let an interrupted put or get resume in a later run: one
+ * small key=value file per upload (its session URL, a credential) or
+ * download (what identifies the remote version of a partial file), mode
+ * 0600 in a 0700 directory: ODCP_STATE_DIR, else DIR/state when the
+ * configuration directory was named (-c, ODCP_CONFIG_DIR), else
+ * $XDG_STATE_HOME/odcp or ~/.local/state/odcp.  Written atomically.
+ */
+#define STATE_MAX	(URL_MAX + 2 * LPATH_MAX + 512)
+
+static char state_dir[LPATH_MAX];
+
+/* DIR/PROFILE-KIND-HASH, where key names the transfer. */
+static void
+state_path(const struct profile *p, char *out, size_t sz, const char *kind,
+    const char *key)
+{
+	bfmt(out, sz, "%s/%s-%s-%016" PRIx64, state_dir, p->name, kind,
+	    fnv1a(key));
+}
+
+/* Read a state file into buf: 0, 1 if there is none, -1 reported. */
+static int
+state_load(const char *path, char *buf, size_t sz)
+{
+	struct stat st;
+	ssize_t	 n;
+	int	 fd;
+
+	buf[0] = '\0';
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW)) == -1)
+		return errno == ENOENT ? 1 : err1("%s:", path);
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid() || (n = pread_full(fd, buf, sz - 1, 0)) < 0) {
+		close(fd);
+		return err1("%s: not a state file of this user", path);
+	}
+	close(fd);
+	buf[n] = '\0';
+	return 0;
+}
+
+/* The value of key in a loaded state file, or "" if it has none. */
+static void
+state_get(const char *buf, const char *key, char *out, size_t sz)
+{
+	const char *p = buf;
+	size_t	 kl = strlen(key), n;
+
+	out[0] = '\0';
+	for (; *p; p += strcspn(p, "\n"), p += *p == '\n') {
+		if (strncmp(p, key, kl) != 0 || p[kl] != '=')
+			continue;
+		n = strcspn(p + kl + 1, "\n");
+		if (n < sz) {
+			memcpy(out, p + kl + 1, n);
+			out[n] = '\0';
+		}
+		return;
+	}
+}
+
+/* Replace a state file with text: temporary file, fsync, rename. */
+static int
+state_save(const char *path, const char *text)
+{
+	char	 tmp[LPATH_MAX + 128];
+	size_t	 n = strlen(text);
+	int	 fd, bad;
+
+	if (mkdir_parents(state_dir) == -1)
+		return err1("%s:", state_dir);
+	bfmt(tmp, sizeof(tmp), "%s.XXXXXX", path);
+	if ((fd = mkstemp(tmp)) == -1)		/* mode 0600 */
+		return err1("%s:", tmp);
+	bad = write_all(fd, text, n) == -1 || fsync(fd) == -1;
+	if (close(fd) == -1 || bad || rename(tmp, path) == -1) {
+		unlink(tmp);
+		return err1("%s:", path);
+	}
+	return 0;
 }
 
 /* == 10. OAuth 2.0 and the token store ==================================== */
@@ -2693,7 +3029,8 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
-	int	 rc;
+	int	 rc, attempt;
+	int64_t	 wait;
 
 	if (form[0] == '\0')
 		return -1;	/* auth_form() failed and said so */
@@ -2708,10 +3045,30 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 	q.blen = strlen(form);
 	q.has_body = 1;
 	q.fd = -1;
-	if (http_exchange(url, &q, &r, &c, p->timeout, 0) == -1)
-		return -1;
-	rc = auth_parse(c, &r);
-	return rc == -1 ? -1 : r.status;
+	for (attempt = 0;; attempt++) {
+		hush = 1;
+		held[0] = '\0';
+		r.status = 0;
+		rc = http_exchange(url, &q, &r, &c, p->timeout, 0);
+		if (rc == 0)
+			rc = auth_parse(c, &r);
+		hush = 0;
+		if (rc == -1 && (net_permanent || (r.status != 0 &&
+		    r.status != 429 && r.status < 500)))
+			return release();
+		/* RFC 6749 5.2 and graph-api.md 1.5: retry later */
+		if (rc == 0 && r.status != 429 && r.status < 500 &&
+		    strcmp(oa.error, "temporarily_unavailable") != 0 &&
+		    strcmp(oa.error, "server_error") != 0)
+			return r.status;
+		if (attempt >= retries || (wait = retry_wait(r.status ? &r :
+		    NULL, attempt)) < 0)
+			return rc == -1 ? release() : r.status;
+		if (rc == 0)
+			bfmt(held, sizeof(held), "identity platform: HTTP %d %s",
+			    r.status, oa.error);
+		retry_nap(wait, held);
+	}
 }
 
 /*
@@ -2780,27 +3137,56 @@ auth_store(const struct profile *p, struct token *t)
 	return token_save(p, t);
 }
 
-/* A token-endpoint error: what it means for the user, one line. */
+/*
+ * A token-endpoint error: what it means for the user, one line.  The
+ * AADSTS number only picks the hint; the decision follows "error"
+ * (graph-api.md 1.5: Microsoft says not to branch on the numbers).
+ */
 static int
 auth_error(const struct profile *p, int status)
 {
-	const char *e = oa.error;
-	int	 st = EXIT_FAIL;
+	const char *e = oa.error, *a = strstr(oa.desc, "AADSTS");
 	const char *hint = "";
+	char	 code[24] = "", login[PROFILE_MAX + 32];
+	int	 st = EXIT_FAIL;
+	size_t	 n;
 
+	if (a != NULL && (n = strspn(a + 6, "0123456789")) > 0)
+		bfmt(code, sizeof(code), " %.*s", (int)(6 + (n < 12 ? n : 12)),
+		    a);
+	bfmt(login, sizeof(login), "; sign in again: odcp %s%s%slogin",
+	    strcmp(p->name, "default") ? "-p " : "",
+	    strcmp(p->name, "default") ? p->name : "",
+	    strcmp(p->name, "default") ? " " : "");
 	if (strcmp(e, "invalid_grant") == 0 ||
 	    strcmp(e, "interaction_required") == 0 ||
 	    strcmp(e, "consent_required") == 0) {
 		st = EXIT_AUTH;
-		hint = "; sign in again with: odcp login";
+		hint = login;
 	} else if (strcmp(e, "invalid_client") == 0 ||
-	    strcmp(e, "unauthorized_client") == 0) {
+	    strcmp(e, "unauthorized_client") == 0 ||
+	    strcmp(e, "invalid_scope") == 0) {
 		st = EXIT_USAGE;
-		hint = "; check the app registration: client id, "
-		    "\"Allow public client flows\", client secret";
-	}
-	fail(st, "sign-in failed for profile %s: HTTP %d %s: %s%s", p->name,
-	    status, e[0] ? e : "(no error code)", oa.desc, hint);
+		if (strstr(code, "7000218"))
+			hint = "; on the app registration, under Authentication, "
+			    "set \"Allow public client flows\" to Yes";
+		else if (strstr(code, "700016"))
+			hint = "; the client id is not an app registered in this "
+			    "tenant: check client_id and tenant";
+		else if (strstr(code, "7000215") || strstr(code, "7000222"))
+			hint = "; the client secret is wrong or has expired: "
+			    "make a new one under Certificates & secrets";
+		else if (strcmp(e, "invalid_scope") == 0)
+			hint = "; check the scope setting and the API "
+			    "permissions of the app registration";
+		else
+			hint = "; check the app registration: client id, "
+			    "\"Allow public client flows\", client secret";
+	} else if (status == 429 || status >= 500 ||
+	    strcmp(e, "temporarily_unavailable") == 0)
+		hint = "; the identity platform is busy: try again later";
+	fail(st, "sign-in failed for profile %s: HTTP %d %s%s: %s%s", p->name,
+	    status, e[0] ? e : "(no error code)", code, oa.desc, hint);
 	wipe(&oa, sizeof(oa));
 	return -1;
 }
@@ -2881,6 +3267,49 @@ auth_refresh(const struct profile *p, struct token *t)
 }
 
 /*
+ * Refreshes are serialised between processes (two cron jobs sharing a
+ * profile) by an fcntl lock on DIR/.NAME.lock.  Under the lock the token
+ * file is read again: if another odcp has renewed the token meanwhile,
+ * that token is used and no refresh is made, so neither process throws
+ * away the other's rotated refresh token.
+ */
+static int
+token_lock(const struct profile *p)
+{
+	char	 path[LPATH_MAX + PROFILE_MAX + 16];
+	struct flock fl;
+	int	 fd;
+
+	if (mkdir_parents(p->dir) == -1)
+		return err1("%s:", p->dir);
+	bfmt(path, sizeof(path), "%s/.%s.lock", p->dir, p->name);
+	if ((fd = open(path, O_RDWR | O_CREAT, 0600)) == -1)
+		return err1("%s:", path);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	while (fcntl(fd, F_SETLKW, &fl) == -1) {
+		if (errno != EINTR) {
+			close(fd);
+			return err1("lock %s:", path);
+		}
+	}
+	return fd;
+}
+
+/* Does t hold an access token with more than the slack left? */
+static int
+token_fresh(const struct token *t)
+{
+	int64_t	 slack = AUTH_SLACK;
+
+	if (t->obtained > 0 && t->expires > t->obtained &&
+	    (t->expires - t->obtained) / 2 < slack)
+		slack = (t->expires - t->obtained) / 2;
+	return t->access[0] && t->expires > (int64_t)time(NULL) + slack;
+}
+
+/*
  * A usable access token in t->access; force: the last one was refused.
  * A token is renewed AUTH_SLACK seconds before it expires, or halfway
  * through its life if that is shorter.
@@ -2888,14 +3317,26 @@ auth_refresh(const struct profile *p, struct token *t)
 static int
 auth_token(const struct profile *p, struct token *t, int force)
 {
-	int64_t	 slack = AUTH_SLACK;
+	static struct token disk;
+	int	 lk, rc;
 
-	if (t->obtained > 0 && t->expires > t->obtained &&
-	    (t->expires - t->obtained) / 2 < slack)
-		slack = (t->expires - t->obtained) / 2;
-	if (!force && t->access[0] && t->expires > (int64_t)time(NULL) + slack)
+	if (!force && token_fresh(t))
 		return 0;
-	return auth_refresh(p, t);
+	if ((lk = token_lock(p)) == -1)
+		return -1;
+	rc = token_load(p, &disk);
+	if (rc == 0 && strcmp(disk.access, t->access) != 0 &&
+	    token_fresh(&disk)) {
+		debug(1, "using the token another odcp has just renewed");
+		*t = disk;
+	} else if (rc == 0) {
+		if (disk.refresh[0])	/* the newest one */
+			scopy(t->refresh, sizeof(t->refresh), disk.refresh);
+		rc = auth_refresh(p, t);
+	}
+	wipe(&disk, sizeof(disk));
+	close(lk);
+	return rc;
 }
 
 /* RFC 8628: show the code, then poll until approved, refused or expired. */
@@ -2987,7 +3428,7 @@ auth_query(const char *q, const char *name)
 		if (eq == NULL || (size_t)(eq - pair) != n ||
 		    strncmp(pair, name, n) != 0)
 			continue;
-		if (form_decode(eq + 1) == -1)
+		if (pct_decode(eq + 1, 1) == -1)
 			return NULL;
 		return eq + 1;
 	}
@@ -3104,12 +3545,22 @@ auth_browser(const struct profile *p, struct token *t)
  * into one line ("HTTP 404 itemNotFound: ...") by graph_error().
  * The parse_* functions read one response shape each, streaming.
  */
-enum { G_AUTH = 1, G_IDEMPOTENT = 2, G_SECRET = 4 };
+enum {
+	G_AUTH = 1,		/* send the bearer token (Graph only) */
+	G_IDEMPOTENT = 2,	/* may be repeated after any failure */
+	G_SECRET = 4,		/* the URL is a credential: never logged */
+	G_HOLD = 8,		/* the caller retries: hold failures for it */
+	G_FRESH = 16		/* the item was just written: 404 may pass */
+};
 
 struct graph {
 	struct profile *p;
 	struct token *t;
 	char	 base[URL_MAX];		/* the drive: {graph_url}/me/drive */
+	int	 lost;			/* the last request may have been
+					 * processed, its answer was lost */
+	char	 made[FRESH_RECENT][PATH_MAX_];	/* folders just created */
+	int	 nmade;
 };
 
 static int
@@ -3137,41 +3588,21 @@ graph_init(struct graph *g, struct profile *p, struct token *t)
 	return 0;
 }
 
-/*
- * Seconds to wait before the next attempt: Retry-After in seconds or as
- * an HTTP-date relative to the response's own Date (RFC 9110 10.2.3),
- * capped; without it, exponential backoff with jitter.
- */
-static int64_t
-retry_wait(const struct http_resp *r, int attempt)
-{
-	int64_t	 v = -1, when, now;
-	const char *ra = r != NULL ? r->retry_after : "";
-
-	if (ra[0] && parse_int(ra, 0, INT64_MAX, &v) == -1 &&
-	    http_date(ra, &when) == 0) {
-		if (r->date[0] == '\0' || http_date(r->date, &now) == -1)
-			now = (int64_t)time(NULL);
-		v = when > now ? when - now : 0;
-	}
-	if (v >= 0)
-		return v < RETRY_WAIT_MAX ? v : RETRY_WAIT_MAX;
-	v = (int64_t)1 << (attempt < 6 ? attempt : 6);	/* 1, 2, 4 ... */
-	return v + rand() % (v + 1);
-}
-
 static int
 graph_retryable(int status, int flags)
 {
 	if (status == 429 || status == 503)	/* not processed: always */
 		return 1;
-	return (flags & G_IDEMPOTENT) && (status == 500 || status == 502 ||
-	    status == 504 || status == 509);
+	return (flags & G_IDEMPOTENT) && !(flags & G_HOLD) && (status == 500 ||
+	    status == 502 || status == 504 || status == 509);
 }
 
 /*
  * Send q to url under the policy in flags; on return r holds a final
  * response head (any status) and *cp the connection with its body.
+ * A transport failure of a request that is not idempotent, or under
+ * G_HOLD, is not repeated here: g->lost says the service may have acted
+ * on it, and with G_HOLD the report is held for the caller (release()).
  */
 static int
 graph_request(struct graph *g, const char *url, struct http_req *q,
@@ -3179,11 +3610,13 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 {
 	static char hdrs[TOKEN_MAX + 1024];
 	const char *extra = q->hdrs;
-	int	 attempt, refreshed = 0, rc, saved;
+	int	 attempt = 0, refreshed = 0, fresh = 0, rc;
 	int64_t	 wait;
 
-	for (attempt = 0;; attempt++) {
+	g->lost = 0;
+	for (;;) {
 		q->hdrs = extra;
+		q->once = !(flags & G_IDEMPOTENT);
 		if (flags & G_AUTH) {
 			if (auth_token(g->p, g->t, refreshed == 1) == -1)
 				return -1;
@@ -3195,22 +3628,24 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 				return err1("access token too long");
 			q->hdrs = hdrs;
 		}
-		saved = exit_status;
-		hush = 0;
+		hush = 1;
+		held[0] = '\0';
 		rc = http_exchange(url, q, r, cp, g->p->timeout,
 		    flags & G_SECRET);
+		hush = 0;
 		wipe(hdrs, sizeof(hdrs));
 		q->hdrs = extra;
 		if (rc == -1) {
-			if (!(flags & G_IDEMPOTENT) || attempt >= RETRY_MAX ||
-			    net_permanent)
+			if (net_permanent)
+				return release();
+			if (flags & G_HOLD) {
+				g->lost = 1;
 				return -1;
-			exit_status = saved;
-			wait = retry_wait(NULL, attempt);
-			if (!quiet && !silent)
-				fprintf(stderr, "odcp: retrying in %" PRId64
-				    " s\n", wait);
-			sleep((unsigned)wait);
+			}
+			g->lost = !(flags & G_IDEMPOTENT);
+			if (g->lost || attempt >= retries)
+				return release();
+			retry_nap(retry_wait(NULL, attempt++), held);
 			continue;
 		}
 		if (r->status == 401 && (flags & G_AUTH) && refreshed == 0) {
@@ -3218,14 +3653,22 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 			refreshed = 1;
 			continue;
 		}
-		if (graph_retryable(r->status, flags) && attempt < RETRY_MAX) {
-			wait = retry_wait(r, attempt);
-			if (!quiet && !silent)
-				fprintf(stderr, "odcp: HTTP %d from %s: retrying "
-				    "in %" PRId64 " s\n", r->status,
-				    (*cp)->host, wait);
+		if (r->status == 404 && (flags & G_FRESH) &&
+		    fresh < FRESH_RETRIES) {
+			/* the service may not show what odcp just wrote */
 			http_drop(*cp, r);
-			sleep((unsigned)wait);
+			retry_nap(1 << fresh++, "just written, not yet found");
+			continue;
+		}
+		if (graph_retryable(r->status, flags) && attempt < retries &&
+		    (wait = retry_wait(r, attempt)) >= 0) {
+			char	 why[HOST_MAX + 64];
+
+			bfmt(why, sizeof(why), "HTTP %d from %s", r->status,
+			    (*cp)->host);
+			http_drop(*cp, r);
+			retry_nap(wait, why);
+			attempt++;
 			continue;
 		}
 		return 0;
@@ -3286,9 +3729,13 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 		st = EXIT_NOTFOUND;
 	else if (r->status == 409 && strcmp(code, "nameAlreadyExists") == 0)
 		st = EXIT_EXISTS;
-	return fail(st, "%s: HTTP %d %s%s%s%s%s", what, r->status,
+	tidy(r->retry_after);
+	return fail(st, "%s: HTTP %d %s%s%s%s%s%s%s%s", what, r->status,
 	    code[0] ? code : "", inner[0] ? "/" : "", inner,
-	    msg[0] ? ": " : "", msg);
+	    msg[0] ? ": " : "", msg, r->retry_after[0] ? " (Retry-After: " :
+	    "", r->retry_after, r->retry_after[0] ? ")" : "",
+	    r->status == 401 ? "; the token was refused after a refresh: "
+	    "sign in again with odcp login" : "");
 }
 
 /*
@@ -3645,77 +4092,178 @@ location_plain(int c)
 }
 
 /*
- * Download an item's content to fd.  GET .../content answers 302 to a
- * pre-authenticated URL on another host, fetched without Authorization
- * (5.1).  The bytes are counted and hashed as they pass.
+ * Download an item's content into fd, from byte *have on (the bytes
+ * before it are in fd and in h already).  GET .../content answers 302 to
+ * a pre-authenticated URL on another host, fetched without Authorization
+ * and, when resuming, with Range (5.1-5.3).  A transfer that breaks goes
+ * on from where it stopped; a URL the download host no longer takes
+ * (401, 403, 404) is replaced by a fresh one, without touching the Graph
+ * token; a 200 where 206 was asked restarts from byte 0 if the caller can
+ * truncate fd (trunc), and fails otherwise.  *kept: the failure left
+ * bytes worth resuming from.
  */
 static int
 graph_download(struct graph *g, const char *path, int64_t size, int fd,
-    struct qxh *h, int64_t *total)
+    int trunc, struct qxh *h, int64_t *have, int *kept)
 {
-	static char url[URL_MAX];
+	static char url[URL_MAX], loc[URL_MAX];
 	static unsigned char buf[IO_BUF];
+	char	 range[64];
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
-	int	 hops, flags = G_AUTH | G_IDEMPOTENT;
+	int	 hops, rc, fails = 0, flags;
+	int64_t	 a, z, t;
 	long	 n;
 
-	graph_url(g, url, sizeof(url), path, "content");
-	*total = 0;
-	qxh_init(h);
-	for (hops = 0;; hops++) {
-		req_init(&q, "GET");
-		q.hdrs = NULL;
-		if (graph_request(g, url, &q, &r, &c, flags) == -1)
-			return -1;
-		if (r.status < 300 || r.status > 399 || r.status == 304)
-			break;
-		if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
+	*kept = 0;
+	loc[0] = '\0';
+	while (*have < size || size == 0) {
+		if (loc[0] == '\0') {
+			graph_url(g, url, sizeof(url), path, "content");
+			flags = G_AUTH | G_IDEMPOTENT;
+		} else
+			flags = G_SECRET | G_IDEMPOTENT | G_HOLD;
+		for (hops = 0;; hops++) {
+			req_init(&q, "GET");
+			q.hdrs = NULL;
+			if ((flags & G_SECRET) && *have > 0) {
+				bfmt(range, sizeof(range), "Range: bytes=%" PRId64
+				    "-\r\n", *have);
+				q.hdrs = range;
+			}
+			rc = graph_request(g, loc[0] ? loc : url, &q, &r, &c,
+			    flags);
+			if (rc == -1 || r.status < 300 || r.status > 399 ||
+			    r.status == 304)
+				break;
 			http_drop(c, &r);
-			return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX ?
-			    "too many redirects" : "redirect without a Location");
-		}
-		http_drop(c, &r);
-		if (pct_encode(url, sizeof(url), r.location, location_plain)
-		    == -1) {
+			if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
+				wipe(loc, sizeof(loc));
+				return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX
+				    ? "too many redirects" :
+				    "redirect without a Location");
+			}
+			rc = pct_encode(loc, sizeof(loc), r.location,
+			    location_plain);
 			wipe(r.location, sizeof(r.location));
-			return err1("%s: redirect Location too long", path);
+			if (rc == -1)
+				return err1("%s: redirect Location too long", path);
+			flags = G_SECRET | G_IDEMPOTENT | G_HOLD;
 		}
-		flags = G_IDEMPOTENT | G_SECRET;	/* never the token */
-	}
-	wipe(url, sizeof(url));		/* a pre-authenticated URL is a secret */
-	wipe(r.location, sizeof(r.location));
-	if ((flags & G_SECRET) && (r.status == 401 || r.status == 403)) {
-		/* the pre-authenticated URL expired: not a sign-in problem */
-		http_drop(c, &r);
-		return err1("%s: the download host refused its URL (HTTP %d); "
-		    "try again", path, r.status);
-	}
-	if (r.status != 200)
-		return graph_error(c, &r, path);
-	while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
-		if (*total + n > size) {	/* never more than announced */
+		if (rc == -1 && !g->lost) {
+			wipe(loc, sizeof(loc));
+			return -1;
+		}
+		if (rc == 0 && (flags & G_SECRET) && (r.status == 401 ||
+		    r.status == 403 || r.status == 404)) {
+			/* the pre-authenticated URL expired: get a new one */
+			bfmt(held, sizeof(held), "%s: the download host refused "
+			    "its URL (HTTP %d)", path, r.status);
+			http_drop(c, &r);
+			wipe(loc, sizeof(loc));
+		} else if (rc == 0 && r.status == 416 && *have > 0) {
+			http_drop(c, &r);
+			if (sscanf(r.content_range, "bytes */%" SCNd64, &t) == 1 &&
+			    t == size && *have == size)
+				break;		/* complete already (5.3) */
+			if (!trunc)
+				return err1("%s: the download host refused to "
+				    "resume (HTTP 416)", path);
+			bfmt(held, sizeof(held), "%s: HTTP 416", path);
+			goto restart;
+		} else if (rc == 0 && (r.status == 200 || r.status == 206)) {
+			if (r.status == 206 && (sscanf(r.content_range,
+			    "bytes %" SCNd64 "-%" SCNd64 "/%" SCNd64, &a, &z, &t)
+			    != 3 || a != *have || t != size)) {
+				http_done(c, &r);
+				conn_close(c);
+				wipe(loc, sizeof(loc));
+				return err1("%s: the download host sent another "
+				    "range than asked", path);
+			}
+			if (r.status == 200 && *have > 0) {
+				if (!trunc) {
+					http_done(c, &r);
+					conn_close(c);
+					wipe(loc, sizeof(loc));
+					return err1("%s: the download host cannot "
+					    "resume, and a pipe cannot start "
+					    "again", path);
+				}
+				debug(1, "%s: the download host sent the whole "
+				    "file: starting again", path);
+				if (ftruncate(fd, 0) == -1 ||
+				    lseek(fd, 0, SEEK_SET) == -1) {
+					http_done(c, &r);
+					conn_close(c);
+					wipe(loc, sizeof(loc));
+					return err1("%s: truncate:", path);
+				}
+				qxh_init(h);
+				*have = 0;
+			}
+			while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
+				if (*have + n > size) {	/* never more than announced */
+					http_done(c, &r);
+					conn_close(c);
+					wipe(loc, sizeof(loc));
+					return err1("%s: the download is longer than "
+					    "the %" PRId64 " bytes the service "
+					    "announced", path, size);
+				}
+				if (write_all(fd, buf, (size_t)n) == -1) {
+					http_done(c, &r);
+					conn_close(c);
+					wipe(loc, sizeof(loc));
+					*kept = *have > 0;
+					return err1("%s: write:", path);
+				}
+				qxh_update(h, buf, (size_t)n);
+				*have += n;
+			}
 			http_done(c, &r);
-			conn_close(c);
-			return err1("%s: the download is longer than the %" PRId64
-			    " bytes the service announced", path, size);
+			if (n == 0 && (*have == size || size == 0))
+				break;
+			if (n == 0)
+				bfmt(held, sizeof(held), "%s: the download ended "
+				    "at byte %" PRId64 " of %" PRId64, path, *have,
+				    size);
+		} else if (rc == 0 && r.status < 500) {
+			wipe(loc, sizeof(loc));
+			return graph_error(c, &r, path);
+		} else if (rc == 0) {
+			bfmt(held, sizeof(held), "%s: HTTP %d from %s", path,
+			    r.status, c->host);
+			http_drop(c, &r);
 		}
-		qxh_update(h, buf, (size_t)n);
-		if (write_all(fd, buf, (size_t)n) == -1) {
-			http_done(c, &r);
-			return err1("%s: write:", path);
+		if (fails++ >= retries) {
+			wipe(loc, sizeof(loc));
+			*kept = *have > 0;
+			return err1("%s%s", held, *kept && trunc ? "; the partial "
+			    "file is kept: run the same get again to resume" : "");
 		}
-		*total += n;
+		retry_nap(retry_wait(NULL, fails - 1), held);
+		held[0] = '\0';
+		continue;
+restart:
+		if (fails++ >= retries) {
+			wipe(loc, sizeof(loc));
+			return err1("%s", held);
+		}
+		if (ftruncate(fd, 0) == -1 || lseek(fd, 0, SEEK_SET) == -1)
+			return err1("%s: truncate:", path);
+		qxh_init(h);
+		*have = 0;
 	}
-	http_done(c, &r);
-	return n < 0 ? -1 : 0;
+	wipe(loc, sizeof(loc));
+	return 0;
 }
 
 /* Send a JSON body (POST, PATCH) to Graph; r and *cp get the answer. */
 static int
 graph_send_json(struct graph *g, const char *method, const char *url,
-    const char *body, struct http_resp *r, struct conn **cp)
+    const char *body, struct http_resp *r, struct conn **cp, int flags)
 {
 	struct http_req q;
 
@@ -3724,28 +4272,77 @@ graph_send_json(struct graph *g, const char *method, const char *url,
 	q.body = body;
 	q.blen = strlen(body);
 	q.has_body = 1;
-	return graph_request(g, url, &q, r, cp, G_AUTH);
+	return graph_request(g, url, &q, r, cp, G_AUTH | flags);
 }
 
 /* A JSON request whose answer is a driveItem, or an error. */
 static int
 graph_json(struct graph *g, const char *method, const char *url,
-    const char *body, const char *what, int want, struct item *it)
+    const char *body, const char *what, int flags, struct item *it)
 {
 	struct http_resp r;
 	struct conn *c;
 
-	if (graph_send_json(g, method, url, body, &r, &c) == -1)
+	if (graph_send_json(g, method, url, body, &r, &c, flags) == -1)
 		return -1;
-	if (r.status != want && !(want == 201 && r.status == 200))
+	if (r.status != 200 && r.status != 201)
 		return graph_error(c, &r, what);
 	return parse_item(c, &r, it);
 }
 
 /*
+ * Right after odcp creates a folder the service may answer 404 for it
+ * for a moment.  Requests inside a folder made in this run carry
+ * G_FRESH, which allows a short bounded retry of that 404 only.
+ */
+static void
+graph_made(struct graph *g, const char *path)
+{
+	scopy(g->made[g->nmade++ % FRESH_RECENT], PATH_MAX_, path);
+}
+
+static int
+graph_fresh(struct graph *g, const char *path)
+{
+	const char *b = base_name(path);
+	size_t	 n = (size_t)(b - path) - (b - path > 1);
+	int	 i;
+
+	for (i = 0; i < FRESH_RECENT && i < g->nmade; i++)
+		if (strlen(g->made[i]) == n && strncmp(g->made[i], path, n) == 0)
+			return G_FRESH;
+	return 0;
+}
+
+/*
+ * A POST that is not idempotent failed without a usable answer (the
+ * connection broke, or a 5xx): the service may or may not have acted.
+ * Returns 1 to ask again, after the caller has re-read and decided;
+ * -1 when the attempts are spent (reported).
+ */
+static int
+graph_unsure(struct graph *g, struct conn *c, struct http_resp *r, int rc,
+    int *attempt, const char *what)
+{
+	if (rc == -1 && !g->lost)
+		return -1;
+	if (rc == 0)
+		http_drop(c, r);
+	if (*attempt >= retries)
+		return rc == -1 ? release() : err1("%s: HTTP %d, %d times",
+		    what, r->status, *attempt + 1);
+	if (rc == 0)
+		bfmt(held, sizeof(held), "%s: HTTP %d", what, r->status);
+	retry_nap(retry_wait(NULL, (*attempt)++), held);
+	held[0] = '\0';
+	return 1;
+}
+
+/*
  * Create one folder; the parent must exist (8.1).  exist_ok: a folder of
  * that name already there is success (409 nameAlreadyExists, then a GET
- * confirms it is a folder), as mkdir -p wants.
+ * confirms it is a folder), as mkdir -p wants.  If the answer is lost,
+ * a GET decides: a folder there now is taken as made.
  */
 static int
 graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
@@ -3754,7 +4351,8 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	char	 body[NAME_MAX_ * 2 + 128];
 	const char *b = base_name(path);
 	struct http_resp r;
-	struct conn *c;
+	struct conn *c = NULL;
+	int	 rc, attempt = 0;
 
 	if (name_check(path) == -1)
 		return -1;
@@ -3766,8 +4364,23 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 		return fail(EXIT_USAGE, "%s: name too long", path);
 	bfmt(body, sizeof(body), "{\"name\":\"%s\",\"folder\":{},"
 	    "\"@microsoft.graph.conflictBehavior\":\"fail\"}", name);
-	if (graph_send_json(g, "POST", url, body, &r, &c) == -1)
-		return -1;
+	for (;;) {
+		rc = graph_send_json(g, "POST", url, body, &r, &c,
+		    G_HOLD | graph_fresh(g, path));
+		if (rc == 0 && r.status < 500)
+			break;
+		if (graph_unsure(g, c, &r, rc, &attempt, path) == -1)
+			return -1;
+		if ((rc = graph_stat(g, path, it, 1)) == -1)
+			return -1;
+		if (rc == 0 && it->type == ITEM_FOLDER) {
+			graph_made(g, path);
+			return 0;
+		}
+		if (rc == 0)
+			return fail(EXIT_EXISTS, "%s exists and is not a folder",
+			    path);
+	}
 	if (r.status == 409 && exist_ok) {
 		http_drop(c, &r);
 		if (graph_stat(g, path, it, 0) == -1)
@@ -3782,6 +4395,7 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	}
 	if (r.status != 201 && r.status != 200)
 		return graph_error(c, &r, path);
+	graph_made(g, path);
 	return parse_item(c, &r, it);
 }
 
@@ -3807,9 +4421,17 @@ graph_delete(struct graph *g, const char *path)
  * Uploads (graph-api.md 6, 7).  Up to SIMPLE_UPLOAD_MAX bytes, and every
  * empty file, go in one PUT .../content; anything larger goes through an
  * upload session: fragments of a multiple of 320 KiB, each under 60 MiB,
- * each with Content-Range and without Authorization, sent in order; the
- * next offset comes from the service's nextExpectedRanges.  The conflict
- * policy is always sent explicitly, and the local mtime as fileSystemInfo.
+ * each with Content-Range and without Authorization, sent in order.  The
+ * conflict policy is always sent explicitly, and the local mtime as
+ * fileSystemInfo.
+ *
+ * A session survives failures.  Where to go on always comes from the
+ * service (nextExpectedRanges), never from a local counter: after a
+ * dropped connection, a timeout, a 5xx, a 416 or a 401 from the upload
+ * host, odcp asks the session (GET uploadUrl) what it still needs (7.3).
+ * A session that is gone (404) is replaced by a new one, from byte 0.
+ * The session URL is kept in a state file, so the same put in a later
+ * run resumes where the service stands, if the local file is unchanged.
  */
 struct upload {
 	const char *path;		/* remote, normalised */
@@ -3818,10 +4440,15 @@ struct upload {
 	int64_t	 size;
 	int64_t	 mtime;
 	int64_t	 fragment;
+	char	 ident[128];		/* the local file: size, mtime, inode */
 	struct item it;			/* the result */
 	struct qxh h;			/* the content hashed as it is sent */
 	int64_t	 hashed;		/* bytes 0 to hashed-1 are in h */
 	char	 qxh[29];		/* the local content's hash */
+	char	 url[URL_MAX];		/* the session: a credential */
+	char	 state[LPATH_MAX + 64];	/* its state file */
+	int64_t	 expires;
+	int	 keep;			/* failed, but a rerun can resume */
 };
 
 /*
@@ -3840,44 +4467,63 @@ upload_tap(void *ctx, int64_t off, const unsigned char *p, size_t n)
 	u->hashed += (int64_t)n - skip;
 }
 
-/* The first start offset in {"nextExpectedRanges":["N-", "a-b"]}. */
+/*
+ * An uploadSession: {"uploadUrl", "expirationDateTime",
+ * "nextExpectedRanges": ["N-", "a-b", ...]}.  *next gets the first byte
+ * the service still wants and *end the end of that range (-1: open), or
+ * *next = -1 when it wants none.  A range outside the file is nonsense
+ * and refused.
+ */
 static int
-parse_session(struct conn *c, struct http_resp *r, char *url, size_t urlsz,
-    int64_t *next)
+parse_session(struct conn *c, struct http_resp *r, struct upload *u,
+    int want_url, int64_t *next, int64_t *end)
 {
 	static struct json j;
 	struct body b = { c, r };
-	enum json_ev ev;
-	int	 bad = 0, first = 1;
-	int64_t	 v;
-	char	*dash;
+	enum json_ev ev = JSON_ERR;
+	char	 when[FIELD_MAX], *dash;
+	int	 bad = 0;
+	int64_t	 a, z;
 
-	*next = -1;
-	if (url != NULL)
-		url[0] = '\0';
+	*next = *end = -1;
+	if (want_url)
+		u->url[0] = '\0';
 	json_init(&j, body_read, &b);
 	if (json_next(&j) != JSON_OBJ)
 		bad = 1;
 	while (!bad && (ev = json_next(&j)) == JSON_KEY) {
-		if (url != NULL && strcmp(j.str, "uploadUrl") == 0)
-			bad = json_get_str(&j, url, urlsz);
-		else if (strcmp(j.str, "nextExpectedRanges") == 0) {
+		if (want_url && strcmp(j.str, "uploadUrl") == 0)
+			bad = json_get_str(&j, u->url, sizeof(u->url));
+		else if (strcmp(j.str, "expirationDateTime") == 0) {
+			if ((bad = json_get_str(&j, when, sizeof(when))) == 0 &&
+			    time_parse(when, &a) == 0)
+				u->expires = a;
+		} else if (strcmp(j.str, "nextExpectedRanges") == 0) {
 			if (json_next(&j) != JSON_ARR) {
 				bad = 1;
 				break;
 			}
-			while ((ev = json_next(&j)) == JSON_STR) {
-				dash = strchr(j.str, '-');
-				if (dash != NULL)
-					*dash = '\0';
-				if (dash == NULL || parse_int(j.str, 0,
-				    INT64_MAX, &v) == -1) {
+			while (!bad && (ev = json_next(&j)) == JSON_STR) {
+				z = -1;
+				if ((dash = strchr(j.str, '-')) == NULL) {
+					json_fail(&j, "range without '-'");
 					bad = 1;
 					break;
 				}
-				if (first)
-					*next = v;
-				first = 0;
+				*dash = '\0';
+				if (parse_int(j.str, 0, INT64_MAX, &a) == -1 ||
+				    (dash[1] && parse_int(dash + 1, 0, INT64_MAX,
+				    &z) == -1) || (z >= 0 && z < a)) {
+					json_fail(&j, "improper range");
+					bad = 1;
+				} else if (a >= u->size || z >= u->size) {
+					json_fail(&j, "range beyond the end of "
+					    "the file");
+					bad = 1;
+				} else if (*next == -1 || a < *next) {
+					*next = a;
+					*end = z;
+				}
 			}
 			if (!bad && ev != JSON_ARR_END)
 				bad = 1;
@@ -3886,35 +4532,62 @@ parse_session(struct conn *c, struct http_resp *r, char *url, size_t urlsz,
 	}
 	if (!bad && (ev != JSON_OBJ_END || json_next(&j) != JSON_END))
 		bad = 1;
+	if (bad)
+		net_permanent = 1;
 	return body_end(&b, &j, bad, "upload session reply");
 }
 
+/*
+ * A simple upload of a whole file.  replace may be repeated; fail and
+ * rename are not repeated blindly: after a lost answer the item is read
+ * back, and if it holds exactly these bytes the upload happened.
+ */
 static int
 upload_simple(struct graph *g, struct upload *u)
 {
-	char	 url[URL_MAX], q2[64];
+	char	 url[URL_MAX], q2[64], sum[29];
 	struct http_req q;
 	struct http_resp r;
-	struct conn *c;
+	struct conn *c = NULL;
+	struct qxh h;
+	int	 rc, attempt = 0, replace = strcmp(u->conflict, "replace") == 0;
 
 	graph_url(g, url, sizeof(url), u->path, "content");
 	bfmt(q2, sizeof(q2), "?@microsoft.graph.conflictBehavior=%s",
 	    u->conflict);
 	if (bcat(url, sizeof(url), q2, strlen(q2)) == -1)
 		return err1("%s: URL too long", u->path);
-	req_init(&q, "PUT");
-	q.hdrs = "Content-Type: application/octet-stream\r\n"
-	    "Accept: application/json\r\n";
-	q.fd = u->fd;
-	q.off = 0;
-	q.flen = u->size;
-	q.has_body = 1;
-	q.tap = upload_tap;
-	q.tapctx = u;
-	/* replace may be repeated; fail and rename must not be (a lost
-	 * reply would turn into a conflict or a second copy) */
-	if (graph_request(g, url, &q, &r, &c, G_AUTH |
-	    (strcmp(u->conflict, "replace") == 0 ? G_IDEMPOTENT : 0)) == -1)
+	for (;;) {
+		req_init(&q, "PUT");
+		q.hdrs = "Content-Type: application/octet-stream\r\n"
+		    "Accept: application/json\r\n";
+		q.fd = u->fd;
+		q.off = 0;
+		q.flen = u->size;
+		q.has_body = 1;
+		q.tap = upload_tap;
+		q.tapctx = u;
+		rc = graph_request(g, url, &q, &r, &c, G_AUTH |
+		    graph_fresh(g, u->path) | (replace ? G_IDEMPOTENT : G_HOLD));
+		if (replace || (rc == 0 && r.status < 500))
+			break;
+		if (graph_unsure(g, c, &r, rc, &attempt, u->path) == -1)
+			return -1;
+		if ((rc = graph_stat(g, u->path, &u->it, 1)) == -1)
+			return -1;
+		h = u->h;
+		qxh_final(&h, sum);
+		if (rc == 0 && u->hashed == u->size && u->it.size == u->size &&
+		    strcmp(u->it.qxh, sum) == 0)
+			return 0;
+		if (rc == 0 && strcmp(u->conflict, "fail") == 0)
+			return fail(EXIT_EXISTS, "%s: HTTP 409 nameAlreadyExists: "
+			    "an item with other content is there", u->path);
+		if (rc == 0)
+			return err1("%s: the answer was lost and the service may "
+			    "have stored the file under a new name", u->path);
+	}
+	if (rc == -1)
 		return -1;
 	if (r.status != 200 && r.status != 201)
 		return graph_error(c, &r, u->path);
@@ -3933,43 +4606,192 @@ upload_mtime(struct graph *g, struct upload *u)
 	time_format(when, sizeof(when), u->mtime);
 	bfmt(body, sizeof(body), "{\"fileSystemInfo\":"
 	    "{\"lastModifiedDateTime\":\"%s\"}}", when);
-	return graph_json(g, "PATCH", url, body, u->path, 200, &u->it);
+	return graph_json(g, "PATCH", url, body, u->path,
+	    G_IDEMPOTENT | G_FRESH, &u->it);
 }
 
-/* Cancel a session so the service frees its space (7.3). */
+/* Cancel a session so the service frees its space (7.3); best effort. */
 static void
 upload_cancel(struct graph *g, const char *url)
 {
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
-	int	 saved = exit_status;
+	int	 saved = exit_status, was = retries;
 
 	req_init(&q, "DELETE");
 	q.hdrs = NULL;
 	silent = 1;	/* the upload's own failure is the one to report */
-	if (graph_request(g, url, &q, &r, &c, G_SECRET) == 0) {
+	retries = 1;
+	if (graph_request(g, url, &q, &r, &c, G_SECRET | G_IDEMPOTENT) == 0)
 		http_drop(c, &r);
-	}
+	retries = was;
 	silent = 0;
 	exit_status = saved;
 }
 
-/* Send fragments from *off until the service commits the file. */
+/* Forget the session: cancel it and remove its state file. */
+static void
+upload_forget(struct graph *g, struct upload *u)
+{
+	if (u->url[0])
+		upload_cancel(g, u->url);
+	unlink(u->state);
+	wipe(u->url, sizeof(u->url));
+}
+
+/* Create a session (7.1) and save it in the state file. */
 static int
-upload_fragments(struct graph *g, struct upload *u, const char *url)
+session_create(struct graph *g, struct upload *u)
+{
+	static char url[URL_MAX], text[STATE_MAX];
+	char	 body[512], when[FIELD_MAX];
+	struct http_resp r;
+	struct conn *c = NULL;
+	int64_t	 next, end;
+	int	 rc, attempt = 0;
+	static struct item it;
+
+	graph_url(g, url, sizeof(url), u->path, "createUploadSession");
+	time_format(when, sizeof(when), u->mtime);
+	/* "name" is left out: it must match the path exactly (7.1) */
+	bfmt(body, sizeof(body), "{\"item\":{\"@microsoft.graph."
+	    "conflictBehavior\":\"%s\",\"fileSystemInfo\":"
+	    "{\"lastModifiedDateTime\":\"%s\"}}}", u->conflict, when);
+	for (;;) {
+		rc = graph_send_json(g, "POST", url, body, &r, &c,
+		    G_HOLD | graph_fresh(g, u->path));
+		if (rc == 0 && r.status < 500)
+			break;
+		/* a session is invisible until its last byte; a lost one
+		 * expires by itself.  Only an item now there can decide. */
+		if (graph_unsure(g, c, &r, rc, &attempt, u->path) == -1)
+			return -1;
+		if (strcmp(u->conflict, "fail") == 0 &&
+		    (rc = graph_stat(g, u->path, &it, 1)) != 1)
+			return rc == -1 ? -1 : fail(EXIT_EXISTS, "%s: already "
+			    "exists", u->path);
+	}
+	if (r.status != 200)
+		return graph_error(c, &r, u->path);
+	u->expires = 0;
+	if (parse_session(c, &r, u, 1, &next, &end) == -1)
+		return -1;
+	if (u->url[0] == '\0')
+		return err1("%s: upload session without an uploadUrl", u->path);
+	bfmt(text, sizeof(text), "# odcp upload session: keep secret\n"
+	    "path=%s\nlocal=%s\nconflict=%s\nexpires=%" PRId64 "\nurl=%s\n",
+	    u->path, u->ident, u->conflict, u->expires, u->url);
+	if ((has_control(u->url) || state_save(u->state, text) == -1) &&
+	    !quiet)
+		fprintf(stderr, "odcp: %s: the session is not saved; an "
+		    "interrupted upload will start again\n", u->path);
+	wipe(text, sizeof(text));
+	return 0;
+}
+
+/*
+ * Ask the session what it still needs (7.3): 0 with *next and *end set,
+ * 1 when the session is gone (404, or 401: its own token expired, 7.4),
+ * -1 on failure (reported).
+ */
+static int
+session_status(struct graph *g, struct upload *u, int64_t *next,
+    int64_t *end)
+{
+	struct http_req q;
+	struct http_resp r;
+	struct conn *c;
+
+	req_init(&q, "GET");
+	if (graph_request(g, u->url, &q, &r, &c, G_SECRET | G_IDEMPOTENT) == -1)
+		return -1;
+	if (r.status == 404 || r.status == 401 || r.status == 410) {
+		http_drop(c, &r);
+		return 1;
+	}
+	if (r.status != 200)
+		return graph_error(c, &r, u->path);
+	return parse_session(c, &r, u, 0, next, end);
+}
+
+/*
+ * The session saved by an earlier run, if it can go on: 0 with *next
+ * set, 1 to start afresh (having said why), -1 on failure.
+ */
+static int
+session_resume(struct graph *g, struct upload *u, int64_t *next,
+    int64_t *end)
+{
+	static char text[STATE_MAX];
+	char	 v[PATH_MAX_ + 128], exp[32];
+	const char *why = NULL;
+	int64_t	 e = 0;
+	int	 rc;
+
+	if ((rc = state_load(u->state, text, sizeof(text))) != 0)
+		return rc;
+	state_get(text, "path", v, sizeof(v));
+	if (strcmp(v, u->path) != 0) {		/* another file's */
+		wipe(text, sizeof(text));
+		return 1;
+	}
+	state_get(text, "url", u->url, sizeof(u->url));
+	state_get(text, "expires", exp, sizeof(exp));
+	parse_int(exp, 0, INT64_MAX, &e);
+	state_get(text, "local", v, sizeof(v));
+	if (strcmp(v, u->ident) != 0)
+		why = "the local file has changed since the interrupted upload";
+	state_get(text, "conflict", v, sizeof(v));
+	if (why == NULL && strcmp(v, u->conflict) != 0)
+		why = "the interrupted upload had another --conflict";
+	if (why == NULL && e > 0 && e <= (int64_t)time(NULL))
+		why = "the interrupted upload's session has expired";
+	wipe(text, sizeof(text));
+	if (why == NULL && strncmp(u->url, "https://", 8) != 0)
+		why = "the saved session is unusable";
+	if (why == NULL && (rc = session_status(g, u, next, end)) != 0) {
+		if (rc == -1)
+			return -1;
+		why = "the interrupted upload's session is gone";
+	}
+	if (why == NULL && *next == -1)
+		why = "the interrupted upload's session has every byte";
+	if (why != NULL) {
+		if (!quiet)
+			fprintf(stderr, "odcp: %s: starting the upload afresh: "
+			    "%s\n", u->path, why);
+		upload_forget(g, u);
+		return 1;
+	}
+	if (!quiet)
+		fprintf(stderr, "odcp: %s: resuming the interrupted upload at "
+		    "byte %" PRId64 " of %" PRId64 "\n", u->path, *next, u->size);
+	return 0;
+}
+
+/* Send fragments from *next until the service commits the file. */
+static int
+upload_fragments(struct graph *g, struct upload *u, int64_t off,
+    int64_t end)
 {
 	char	 hdr[256];
 	struct http_req q;
 	struct http_resp r;
-	struct conn *c;
-	int64_t	 off = 0, len, next;
-	long	 rounds;
+	struct conn *c = NULL;
+	int64_t	 len;
+	long	 rounds, cap;
+	int	 rc, fails = 0, restarts = 0;
 
-	/* each round moves off forward, so this cap is never reached
-	 * by a well-behaved service */
-	for (rounds = 0; rounds <= u->size / FRAGMENT_UNIT + 16; rounds++) {
+	/* every round moves forward, or spends one of the retries or one
+	 * of the session restarts: so this cap is never reached by a
+	 * service that keeps to the protocol */
+	cap = (long)(u->size / FRAGMENT_UNIT) * (SESSION_RESTARTS + 1) +
+	    (long)(retries + 2) * (SESSION_RESTARTS + 2) + 16;
+	for (rounds = 0; rounds < cap; rounds++) {
 		len = u->size - off < u->fragment ? u->size - off : u->fragment;
+		if (end >= 0 && end - off + 1 < len)
+			len = end - off + 1;
 		bfmt(hdr, sizeof(hdr), "Content-Range: bytes %" PRId64 "-%"
 		    PRId64 "/%" PRId64 "\r\n", off, off + len - 1, u->size);
 		req_init(&q, "PUT");
@@ -3982,65 +4804,97 @@ upload_fragments(struct graph *g, struct upload *u, const char *url)
 		q.tapctx = u;
 		debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64,
 		    u->path, off, off + len - 1, u->size);
-		if (graph_request(g, url, &q, &r, &c, G_IDEMPOTENT | G_SECRET)
-		    == -1)
+		rc = graph_request(g, u->url, &q, &r, &c, G_SECRET |
+		    G_IDEMPOTENT | G_HOLD);
+		if (rc == -1 && !g->lost)
 			return -1;
-		if (r.status == 200 || r.status == 201)
+		if (rc == 0 && (r.status == 200 || r.status == 201))
 			return parse_item(c, &r, &u->it);
-		if (r.status != 202)
+		if (rc == 0 && r.status == 202) {
+			if (parse_session(c, &r, u, 0, &off, &end) == -1)
+				return -1;
+			if (off == -1)
+				return err1("%s: the service has every byte but "
+				    "did not commit the file", u->path);
+			fails = 0;
+			continue;
+		}
+		if (rc == 0 && r.status != 404 && r.status != 401 &&
+		    r.status != 416 && r.status < 500)
 			return graph_error(c, &r, u->path);
-		if (parse_session(c, &r, NULL, 0, &next) == -1)
+		if (rc == 0) {
+			bfmt(held, sizeof(held), "%s: HTTP %d from the upload "
+			    "host", u->path, r.status);
+			http_drop(c, &r);
+		}
+		if (rc == -1 || r.status != 404) {
+			if (fails++ >= retries) {
+				u->keep = 1;
+				return err1("%s: upload stopped at byte %" PRId64
+				    " of %" PRId64 " (%s); run the same put again "
+				    "to resume", u->path, off, u->size, held);
+			}
+			if (rc == -1 || r.status != 416)
+				retry_nap(retry_wait(NULL, fails - 1), held);
+			held[0] = '\0';
+			if ((rc = session_status(g, u, &off, &end)) == -1) {
+				u->keep = 1;
+				return -1;
+			}
+			if (rc == 0 && off == -1)
+				return err1("%s: the service has every byte but "
+				    "did not commit the file", u->path);
+			if (rc == 0)
+				continue;
+		}
+		/* the session is gone: a new one, from byte 0 (7.3) */
+		if (restarts++ >= SESSION_RESTARTS)
+			return err1("%s: the upload session vanished %d times",
+			    u->path, restarts);
+		if (!quiet)
+			fprintf(stderr, "odcp: %s: the upload session has gone; "
+			    "starting again with a new one\n", u->path);
+		wipe(u->url, sizeof(u->url));
+		if (session_create(g, u) == -1)
 			return -1;
-		if (next <= off)
-			return err1("%s: upload session did not move forward "
-			    "(next expected byte %" PRId64 ")", u->path, next);
-		if (next > u->size)
-			return err1("%s: upload session expects byte %" PRId64
-			    " of a %" PRId64 "-byte file", u->path, next,
-			    u->size);
-		off = next;
-		if (off == u->size)
-			return err1("%s: service has every byte but did not "
-			    "commit the file", u->path);
+		off = 0;
+		end = -1;
 	}
-	return err1("%s: upload did not finish", u->path);
+	return err1("%s: upload did not finish after %ld requests", u->path,
+	    rounds);
 }
 
 static int
 upload_session(struct graph *g, struct upload *u)
 {
-	static char url[URL_MAX], upurl[URL_MAX];
-	char	 body[512], when[FIELD_MAX];
-	struct http_resp r;
-	struct conn *c;
-	int64_t	 next;
+	char	 key[URL_MAX + PATH_MAX_];
+	int64_t	 next = 0, end = -1;
 	int	 rc;
 
-	graph_url(g, url, sizeof(url), u->path, "createUploadSession");
-	time_format(when, sizeof(when), u->mtime);
-	/* "name" is left out: it must match the path exactly (7.1) */
-	bfmt(body, sizeof(body), "{\"item\":{\"@microsoft.graph."
-	    "conflictBehavior\":\"%s\",\"fileSystemInfo\":"
-	    "{\"lastModifiedDateTime\":\"%s\"}}}", u->conflict, when);
-	if (graph_send_json(g, "POST", url, body, &r, &c) == -1)
+	bfmt(key, sizeof(key), "%s\n%s", g->base, u->path);
+	state_path(g->p, u->state, sizeof(u->state), "put", key);
+	if ((rc = session_resume(g, u, &next, &end)) == -1)
 		return -1;
-	if (r.status != 200)
-		return graph_error(c, &r, u->path);
-	if (parse_session(c, &r, upurl, sizeof(upurl), &next) == -1)
-		return -1;
-	if (upurl[0] == '\0')
-		return err1("%s: upload session without an uploadUrl", u->path);
-	rc = upload_fragments(g, u, upurl);
-	if (rc == -1)
-		upload_cancel(g, upurl);
-	wipe(upurl, sizeof(upurl));
+	if (rc == 1) {
+		if (session_create(g, u) == -1)
+			return -1;
+		next = 0;
+		end = -1;
+	}
+	rc = upload_fragments(g, u, next, end);
+	if (rc == 0 || !u->keep) {
+		if (rc == 0)
+			wipe(u->url, sizeof(u->url));
+		upload_forget(g, u);
+	}
+	wipe(u->url, sizeof(u->url));
 	return rc;
 }
 
 /*
  * The local content's hash, for comparing with the service's.  The tap
  * has hashed every byte sent in order; only if the service skipped
- * ahead is the file read once more.
+ * ahead (a resumed session) is the file read once more.
  */
 static int
 upload_hash(struct upload *u)
@@ -4465,21 +5319,21 @@ cmd_stat(int argc, char **argv)
 
 /*
  * Where get writes.  A regular file (new or existing, also through a
- * symbolic link) is written as a temporary file beside it, renamed over
- * it only when verified.  "-", a device or a FIFO is written directly,
- * as cp would: there is nothing to rename.  Returns the descriptor; *tmp
- * is set to the temporary name ("" when writing directly) and *dst to
- * the name the file takes.
+ * symbolic link) is written as a partial file beside it, ".NAME.odcp-part",
+ * renamed over it only when verified.  "-", a device or a FIFO is written
+ * directly, as cp would: there is nothing to rename.  Returns the
+ * descriptor; *part is set to the partial file's name ("" when writing
+ * directly) and *dst to the name the file takes.
  */
 static int
-get_open(const char *target, char *tmp, size_t tsz, char *dst, size_t dsz)
+get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 {
+	char	 cwd[LPATH_MAX];
 	struct stat st;
 	const char *slash;
-	mode_t	 um;
 	int	 fd;
 
-	tmp[0] = '\0';
+	part[0] = '\0';
 	if (strcmp(target, "-") == 0)
 		return STDOUT_FILENO;
 	if (stat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -4489,26 +5343,91 @@ get_open(const char *target, char *tmp, size_t tsz, char *dst, size_t dsz)
 			return err1("%s:", target);
 		return fd;
 	}
-	/* through a symbolic link to the file it names, as cp does */
+	/* through a symbolic link to the file it names, as cp does; an
+	 * absolute name, so that the state file finds it again */
 	if (realpath(target, dst) == NULL || strlen(dst) >= dsz) {
-		if (scopy(dst, dsz, target) == -1)
+		if (target[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
+			cwd[0] = '\0';
+		if (snprintf(dst, dsz, "%s%s%s", cwd, cwd[0] ? "/" : "",
+		    target) >= (int)dsz)
 			return err1("%s: local path too long", target);
 	}
 	slash = strrchr(dst, '/');
-	if (snprintf(tmp, tsz, "%.*s.%s.odcp-XXXXXX",
+	if (snprintf(part, psz, "%.*s.%s.odcp-part",
 	    slash ? (int)(slash - dst + 1) : 0, dst, slash ? slash + 1 : dst) >=
-	    (int)tsz) {
-		tmp[0] = '\0';
+	    (int)psz) {
+		part[0] = '\0';
 		return err1("%s: local path too long", target);
 	}
-	if ((fd = mkstemp(tmp)) == -1) {
-		err1("%s:", target);	/* the temporary name would confuse */
-		tmp[0] = '\0';
+	return -2;
+}
+
+/*
+ * Open the partial file: resume it if the state file says it holds the
+ * start of this very version of the item (same cTag, or eTag, and size),
+ * else start it empty.  *have gets its length; its bytes are hashed.
+ */
+static int
+get_part(const char *remote, const struct item *it, const char *part,
+    const char *state, struct qxh *h, int64_t *have)
+{
+	static char text[STATE_MAX], buf[IO_BUF];
+	char	 v[PATH_MAX_ + 64], want[FIELD_MAX + 32];
+	struct stat st;
+	ssize_t	 n;
+	int	 fd, resume = 0;
+
+	*have = 0;
+	qxh_init(h);
+	bfmt(want, sizeof(want), "%" PRId64 " %s", it->size,
+	    it->ctag[0] ? it->ctag : it->etag);
+	if (state_load(state, text, sizeof(text)) == 0) {
+		state_get(text, "remote", v, sizeof(v));
+		resume = strcmp(v, remote) == 0;
+		state_get(text, "version", v, sizeof(v));
+		if (resume && (strcmp(v, want) != 0 ||
+		    (it->ctag[0] == '\0' && it->etag[0] == '\0'))) {
+			resume = 0;
+			if (!quiet)
+				fprintf(stderr, "odcp: %s: the remote file has "
+				    "changed since the interrupted download; "
+				    "starting again\n", remote);
+		}
+	}
+	fd = open(part, O_RDWR | O_CREAT | O_NOFOLLOW | (resume ? 0 : O_TRUNC),
+	    0600);
+	if (fd == -1)
+		return err1("%s:", part);
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid()) {
+		close(fd);
+		return err1("%s: not a partial file of this user", part);
+	}
+	if (resume && st.st_size > 0 && st.st_size <= it->size) {
+		while (*have < st.st_size) {
+			if ((n = pread_full(fd, buf, sizeof(buf),
+			    (off_t)*have)) <= 0) {
+				close(fd);
+				return err1("%s: read:", part);
+			}
+			qxh_update(h, (unsigned char *)buf, (size_t)n);
+			*have += n;
+		}
+		if (!quiet)
+			fprintf(stderr, "odcp: %s: resuming the interrupted "
+			    "download at byte %" PRId64 " of %" PRId64 "\n",
+			    remote, *have, it->size);
+	} else if (ftruncate(fd, 0) == -1) {
+		close(fd);
+		return err1("%s:", part);
+	}
+	if (lseek(fd, (off_t)*have, SEEK_SET) == -1 || (!resume &&
+	    (bfmt(text, sizeof(text), "# odcp partial download\nremote=%s\n"
+	    "version=%s\npart=%s\n", remote, want, part),
+	    state_save(state, text) == -1))) {
+		close(fd);
 		return -1;
 	}
-	um = umask(0);
-	umask(um);
-	fchmod(fd, 0666 & ~um);
 	return fd;
 }
 
@@ -4516,21 +5435,30 @@ get_open(const char *target, char *tmp, size_t tsz, char *dst, size_t dsz)
 static int
 get_file(const char *remote, const struct item *it, const char *target)
 {
-	static char tmp[LPATH_MAX + 64], dst[LPATH_MAX];
+	static char part[LPATH_MAX + 64], dst[LPATH_MAX];
+	static char state[LPATH_MAX + 128];
 	struct timespec ts[2];
 	struct qxh h;
 	char	 sum[29];
-	int64_t	 total, mt;
-	int	 fd, rc = -1;
+	int64_t	 have = 0, mt;
+	int	 fd, rc = -1, kept = 0;
+	mode_t	 um;
 
-	if ((fd = get_open(target, tmp, sizeof(tmp), dst, sizeof(dst))) == -1)
+	if ((fd = get_open(target, part, sizeof(part), dst, sizeof(dst))) == -1)
 		return -1;
-	if (graph_download(&G, remote, it->size, fd, &h, &total) == -1)
+	qxh_init(&h);
+	if (part[0]) {
+		state_path(&P, state, sizeof(state), "get", dst);
+		if ((fd = get_part(remote, it, part, state, &h, &have)) == -1)
+			return -1;
+	}
+	if (graph_download(&G, remote, it->size, fd, part[0] != '\0', &h, &have,
+	    &kept) == -1)
 		goto out;
 	qxh_final(&h, sum);
-	if (total != it->size) {
+	if (have != it->size) {
 		err1("%s: received %" PRId64 " bytes, expected %" PRId64,
-		    remote, total, it->size);
+		    remote, have, it->size);
 		goto out;
 	}
 	if (it->qxh[0] && strlen(it->qxh) == 28 && strcmp(sum, it->qxh) != 0) {
@@ -4541,12 +5469,14 @@ get_file(const char *remote, const struct item *it, const char *target)
 	if (!it->qxh[0])
 		debug(1, "%s: no quickXorHash from the service; size checked",
 		    remote);
-	if (tmp[0] == '\0') {
+	if (part[0] == '\0') {
 		rc = 0;
 		goto out;
 	}
-	if (fsync(fd) == -1) {
-		err1("%s:", tmp);
+	um = umask(0);
+	umask(um);
+	if (fchmod(fd, 0666 & ~um) == -1 || fsync(fd) == -1) {
+		err1("%s:", part);
 		goto out;
 	}
 	if (time_parse(it->modified, &mt) == 0) {
@@ -4556,24 +5486,28 @@ get_file(const char *remote, const struct item *it, const char *target)
 	}
 	if (close(fd) == -1) {
 		fd = -1;
-		err1("%s:", tmp);
+		err1("%s:", part);
 		goto out;
 	}
 	fd = -1;
-	if (rename(tmp, dst) == -1) {
+	if (rename(part, dst) == -1) {
 		err1("%s:", dst);
 		goto out;
 	}
+	unlink(state);
 	rc = 0;
 out:
-	if (fd != -1 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
+	if (fd >= 0 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
 		rc = err1("%s:", target);
-	if (rc == -1 && tmp[0])
-		unlink(tmp);
+	if (rc == -1 && part[0] && !kept) {
+		unlink(part);
+		unlink(state);
+	}
 	return rc;
 }
 
-/* Queue records for the tree walks: "D\tpath" or "F\tsize\tmtime\thash\tpath". */
+/* Queue records for the tree walks: "D\tpath", "P\tpath" or
+ * "F\tsize\tmtime\thash\ttag\tpath". */
 struct tree {
 	FILE	*q;
 	const char *dir;		/* the folder being listed */
@@ -4592,9 +5526,10 @@ tree_queue(const struct item *it, void *arg)
 		fprintf(q, "D\t%s%s%s\n", dir, strcmp(dir, "/") ? "/" : "",
 		    it->name);
 	else if (it->type == ITEM_FILE)
-		fprintf(q, "F\t%" PRId64 "\t%s\t%s\t%s%s%s\n", it->size,
+		fprintf(q, "F\t%" PRId64 "\t%s\t%s\t%s\t%s%s%s\n", it->size,
 		    it->modified[0] ? it->modified : "-",
-		    it->qxh[0] ? it->qxh : "-", dir,
+		    it->qxh[0] ? it->qxh : "-", it->ctag[0] ? it->ctag :
+		    it->etag[0] ? it->etag : "-", dir,
 		    strcmp(dir, "/") ? "/" : "", it->name);
 	else
 		fprintf(q, "P\t%s%s%s\n", dir, strcmp(dir, "/") ? "/" : "",
@@ -4610,7 +5545,7 @@ get_tree(const char *remote, const char *local)
 	static struct item it;
 	struct tree tr;
 	struct job jb = { 0, 0 };
-	char	*p, kind, *size = NULL, *mtime = NULL, *hash = NULL;
+	char	*p, kind, *size = NULL, *mtime = NULL, *hash = NULL, *tag = NULL;
 	FILE	*q;
 	long	 qpos = 0;
 	int	 rc;
@@ -4626,6 +5561,7 @@ get_tree(const char *remote, const char *local)
 			size = queue_field(&p);
 			mtime = queue_field(&p);
 			hash = queue_field(&p);
+			tag = queue_field(&p);
 		}
 		if ((kind != 'D' && kind != 'F' && kind != 'P') || rec[1] != '\t')
 			BUG("queue record");
@@ -4660,6 +5596,8 @@ get_tree(const char *remote, const char *local)
 			scopy(it.modified, sizeof(it.modified), mtime);
 		if (strcmp(hash, "-") != 0)
 			scopy(it.qxh, sizeof(it.qxh), hash);
+		if (strcmp(tag, "-") != 0)
+			scopy(it.ctag, sizeof(it.ctag), tag);
 		rc = get_file(p, &it, lpath);
 		if (rc == 0)
 			debug(1, "%s -> %s", p, lpath);
@@ -4752,6 +5690,9 @@ put_file(const char *local, const char *remote)
 	fcntl(u.fd, F_SETFL, fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
 	u.size = st.st_size;
 	u.mtime = st.st_mtime;
+	bfmt(u.ident, sizeof(u.ident), "%" PRId64 " %" PRId64 ".%09ld %" PRIu64,
+	    u.size, (int64_t)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec,
+	    (uint64_t)st.st_ino);
 	rc = graph_upload(&G, &u);
 	close(u.fd);
 	if (rc == 0 && strcmp(u.it.name, base_name(path)) != 0 &&
@@ -5126,7 +6067,8 @@ usage(FILE *f)
 
 	fprintf(f, "usage: odcp [-qv] [-p profile] [-c dir] [--cacert file] "
 	    "[--client-id id]\n            [--tenant t] [--timeout s] "
-	    "command [args]\ncommands:\n");
+	    "[--retries n] [--proxy url]\n            command [args]\n"
+	    "commands:\n");
 	for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  odcp %s\n", cmds[i].synopsis);
 	fprintf(f, "See odcp(1).\n");
@@ -5158,12 +6100,53 @@ config_dir(const char *opt, char *out, size_t sz)
 	return 0;
 }
 
-/* Command line, then environment, over the profile's settings. */
-static int
-apply_overrides(const char *client_id, const char *tenant,
-    const char *cacert, const char *timeout)
+/* The global options, before the command. */
+struct globals {
+	const char *cfg, *client_id, *tenant, *cacert, *timeout, *prof;
+	const char *retries, *proxy;
+};
+
+/* The first of these environment variables that is set, or NULL. */
+static const char *
+env_any(const char *a, const char *b)
 {
 	const char *e;
+
+	if ((e = getenv(a)) != NULL)
+		return e;
+	return getenv(b);
+}
+
+/* The state directory (§9), in order of precedence. */
+static int
+state_dir_set(const char *cfg)
+{
+	const char *e;
+	int	 n;
+
+	if ((e = getenv("ODCP_STATE_DIR")) != NULL && *e)
+		n = snprintf(state_dir, sizeof(state_dir), "%s", e);
+	else if (cfg != NULL || ((e = getenv("ODCP_CONFIG_DIR")) && *e))
+		n = snprintf(state_dir, sizeof(state_dir), "%s/state", P.dir);
+	else if ((e = getenv("XDG_STATE_HOME")) != NULL && *e)
+		n = snprintf(state_dir, sizeof(state_dir), "%s/odcp", e);
+	else if ((e = getenv("HOME")) != NULL && *e)
+		n = snprintf(state_dir, sizeof(state_dir),
+		    "%s/.local/state/odcp", e);
+	else
+		n = snprintf(state_dir, sizeof(state_dir), "%s/state", P.dir);
+	if (n < 0 || n >= (int)sizeof(state_dir) - 64)
+		return fail(EXIT_USAGE, "state directory name too long");
+	return 0;
+}
+
+/* Command line, then environment, over the profile's settings. */
+static int
+apply_overrides(const struct globals *o)
+{
+	const char *e, *client_id = o->client_id, *tenant = o->tenant;
+	const char *cacert = o->cacert, *timeout = o->timeout;
+	char	*end;
 	int64_t	 v;
 
 	if (client_id == NULL && (e = getenv("ODCP_CLIENT_ID")) && *e)
@@ -5188,6 +6171,25 @@ apply_overrides(const char *client_id, const char *tenant,
 			    "seconds");
 		P.timeout = (int)v;
 	}
+	if (o->retries) {
+		if (parse_int(o->retries, 0, RETRY_LIMIT, &v) == -1)
+			return fail(EXIT_USAGE, "--retries must be 0 to %d",
+			    RETRY_LIMIT);
+		P.retries = (int)v;
+	}
+	retries = P.retries;
+	if ((e = getenv("ODCP_RETRY_SCALE")) != NULL && *e) {
+		retry_scale = strtod(e, &end);
+		if (*end != '\0' || !(retry_scale >= 0 && retry_scale <= 1))
+			return fail(EXIT_USAGE, "ODCP_RETRY_SCALE must be a "
+			    "number from 0 to 1");
+	}
+	e = o->proxy ? o->proxy : env_any("https_proxy", "HTTPS_PROXY");
+	if (e == NULL)
+		e = P.proxy;
+	no_proxy = env_any("no_proxy", "NO_PROXY");
+	if (proxy_set(e) == -1)
+		return -1;
 	ca_file = P.cacert[0] ? P.cacert : NULL;
 	return 0;
 }
@@ -5197,13 +6199,10 @@ wipe_secrets(void)
 {
 	wipe(&T, sizeof(T));
 	wipe(P.secret, sizeof(P.secret));
+	wipe(P.proxy, sizeof(P.proxy));
+	wipe(&proxy, sizeof(proxy));
 	wipe(&oa, sizeof(oa));
 }
-
-/* The global options, before the command. */
-struct globals {
-	const char *cfg, *client_id, *tenant, *cacert, *timeout, *prof;
-};
 
 /* Returns 0 to go on, 1 when done (--help, --version), -1 on error. */
 static int
@@ -5218,6 +6217,8 @@ parse_globals(int argc, char **argv, struct globals *o)
 		{ "client-id", required_argument, NULL, 'I' },
 		{ "tenant", required_argument, NULL, 'T' },
 		{ "timeout", required_argument, NULL, 'W' },
+		{ "retries", required_argument, NULL, 'R' },
+		{ "proxy", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -5235,6 +6236,8 @@ parse_globals(int argc, char **argv, struct globals *o)
 		case 'I': o->client_id = optarg; break;
 		case 'T': o->tenant = optarg; break;
 		case 'W': o->timeout = optarg; break;
+		case 'R': o->retries = optarg; break;
+		case 'X': o->proxy = optarg; break;
 		case 'h': usage(stdout); return 1;
 		case 'V': printf("odcp %s\n", ODCP_VERSION); return 1;
 		default:
@@ -5261,8 +6264,9 @@ setup_profile(const struct globals *o)
 	    "0123456789-_.") != strlen(P.name) || P.name[0] == '.')
 		return fail(EXIT_USAGE, "bad profile name");
 	if (config_dir(o->cfg, P.dir, sizeof(P.dir)) == -1 ||
-	    conf_load(&P) == -1 || apply_overrides(o->client_id, o->tenant,
-	    o->cacert, o->timeout) == -1 || conf_secret(&P) == -1)
+	    state_dir_set(o->cfg) == -1 ||
+	    conf_load(&P) == -1 || apply_overrides(o) == -1 ||
+	    conf_secret(&P) == -1)
 		return -1;
 	return 0;
 }

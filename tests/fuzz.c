@@ -436,7 +436,7 @@ t_path(const uint8_t *d, size_t n)
 		(void)auth_query(s, "state");
 	}
 	q = dupstr(d, n);
-	(void)form_decode(q);
+	(void)pct_decode(q, 1);
 	free(q);
 	exit_status = 0;
 	free(s);
