@@ -968,6 +968,72 @@ test_graph_docs(void)
 	}
 }
 
+/*
+ * nextExpectedRanges in the shapes graph-api.md 7.2 describes: the first
+ * missing byte is the smallest start, with its end; a range outside the
+ * file, or one that is not "a-b" / "a-", is refused.
+ */
+static void
+test_session_ranges(void)
+{
+	static const struct {
+		const char *json;
+		int64_t	 next, end;
+		int	 ok;
+	} t[] = {
+		{ "{\"nextExpectedRanges\":[\"0-\"]}", 0, -1, 1 },
+		{ "{\"expirationDateTime\":\"2030-01-01T00:00:00.123Z\","
+		    "\"nextExpectedRanges\":[\"327680-\"]}", 327680, -1, 1 },
+		{ "{\"nextExpectedRanges\":[\"12345-55152\"]}", 12345, 55152, 1 },
+		{ "{\"nextExpectedRanges\":[\"700000-799999\",\"100-199\"]}",
+		    100, 199, 1 },
+		{ "{\"nextExpectedRanges\":[]}", -1, -1, 1 },
+		{ "{\"uploadUrl\":\"https://up.example/x\"}", -1, -1, 1 },
+		{ "{\"nextExpectedRanges\":[\"999999-\"]}", 999999, -1, 1 },
+		{ "{\"nextExpectedRanges\":[\"1000000-\"]}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":[\"0-1000000\"]}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":[\"5\"]}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":[\"9-3\"]}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":[\"-5\"]}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":\"0-\"}", 0, 0, 0 },
+		{ "{\"nextExpectedRanges\":[0]}", 0, 0, 0 },
+	};
+	static char buf[1024];
+	static struct upload u;
+	struct http_resp r;
+	struct conn c;
+	struct mem m;
+	int64_t	 next, end;
+	size_t	 i;
+	int	 rc;
+
+	strcpy(tcase, "parse_session");
+	u.size = 1000000;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		tc(t[i].json, strlen(t[i].json));
+		bfmt(buf, sizeof(buf), OK200 "Content-Length: %zu\r\n\r\n%s",
+		    strlen(t[i].json), t[i].json);
+		mem_conn(&c, &m, buf, strlen(buf), 0);
+		CHECK(http_recv_head(&c, &r, 0) == 0);
+		u.expires = 0;
+		err_begin();
+		rc = parse_session(&c, &r, &u, 1, &next, &end);
+		err_end();
+		CHECK(rc == (t[i].ok ? 0 : -1));
+		if (t[i].ok) {
+			CHECK(next == t[i].next && end == t[i].end);
+		}
+	}
+	CHECK(u.expires == 0);
+	tc(t[1].json, strlen(t[1].json));
+	bfmt(buf, sizeof(buf), OK200 "Content-Length: %zu\r\n\r\n%s",
+	    strlen(t[1].json), t[1].json);
+	mem_conn(&c, &m, buf, strlen(buf), 0);
+	CHECK(http_recv_head(&c, &r, 0) == 0);
+	CHECK(parse_session(&c, &r, &u, 0, &next, &end) == 0);
+	CHECK(u.expires == INT64_C(1893456000));
+}
+
 /* == 3. JSONTestSuite ===================================================== */
 
 /*
@@ -1407,7 +1473,8 @@ test_retry_wait(void)
 		int64_t	 want;
 	} t[] = {
 		{ "0", "", 0 }, { "7", "", 7 }, { "119", "", 119 },
-		{ "120", "", 120 }, { "86400", "", RETRY_WAIT_MAX },
+		{ "120", "", 120 }, { "900", "", 900 }, { "901", "", -1 },
+		{ "86400", "", -1 },
 		{ "Wed, 21 Oct 2015 07:28:30 GMT",
 		    "Wed, 21 Oct 2015 07:28:00 GMT", 30 },
 		{ "Sun, 01 Jan 2017 00:00:40 GMT",
@@ -1416,7 +1483,10 @@ test_retry_wait(void)
 		    "Thu, 29 Feb 2024 23:59:00 GMT", 90 },
 		{ "Thu, 29 Feb 2024 23:58:00 GMT",
 		    "Thu, 29 Feb 2024 23:59:00 GMT", 0 },
-		{ "Thu, 31 Dec 2099 23:59:59 GMT", "", RETRY_WAIT_MAX },
+		{ "Thu, 31 Dec 2099 23:59:59 GMT", "", -1 },
+		/* the server's clock, not ours: an hour ahead, 20 s to wait */
+		{ "Thu, 31 Dec 2099 23:00:20 GMT",
+		    "Thu, 31 Dec 2099 23:00:00 GMT", 20 },
 		{ "Fri, 31 Dec 1999 23:59:59 GMT", "", 0 },
 	};
 	static struct http_resp r;
@@ -1431,13 +1501,13 @@ test_retry_wait(void)
 		strcpy(r.date, t[i].date);
 		CHECK(retry_wait(&r, 0) == t[i].want);
 	}
-	/* No usable Retry-After: 2^attempt (at most 64) plus jitter. */
+	/* No usable Retry-After: 2^attempt (at most 32) plus jitter. */
 	strcpy(tcase, "backoff");
 	srand(1);
 	memset(&r, 0, sizeof(r));
 	strcpy(r.retry_after, "soon");
 	for (a = 0; a < 10; a++) {
-		lo = (int64_t)1 << (a < 6 ? a : 6);
+		lo = (int64_t)1 << (a < 5 ? a : 5);
 		for (k = 0; k < 50; k++) {
 			v = retry_wait(k % 2 ? &r : NULL, a);
 			CHECK(v >= lo && v <= 2 * lo);
@@ -1718,16 +1788,79 @@ test_main_helpers(void)
 	unsetenv("ODCP_CLIENT_ID");
 	unsetenv("ODCP_TENANT");
 	conf_defaults(&P);
-	CHECK(apply_overrides("cid", "contoso.example", "/ca.pem", "30") == 0);
-	CHECK_STR(P.client_id, "cid");
-	CHECK_STR(P.tenant, "contoso.example");
-	CHECK(P.timeout == 30 && ca_file == P.cacert);
-	err_begin();
-	CHECK(apply_overrides(NULL, "bad tenant", NULL, NULL) == -1);
-	CHECK(strstr(err_end(), "bad tenant 'bad tenant'") != NULL);
-	err_begin();
-	CHECK(apply_overrides(NULL, "common", NULL, "0") == -1);
-	CHECK(strstr(err_end(), "--timeout must be") != NULL);
+	{
+		struct globals o;
+
+		memset(&o, 0, sizeof(o));
+		o.client_id = "cid";
+		o.tenant = "contoso.example";
+		o.cacert = "/ca.pem";
+		o.timeout = "30";
+		o.retries = "2";
+		o.proxy = "http://u%3Ax:p%40ss+@proxy.example:3128/";
+		CHECK(apply_overrides(&o) == 0);
+		CHECK_STR(P.client_id, "cid");
+		CHECK_STR(P.tenant, "contoso.example");
+		CHECK(P.timeout == 30 && ca_file == P.cacert && retries == 2);
+		CHECK_STR(proxy.host, "proxy.example");
+		CHECK_STR(proxy.port, "3128");
+		/* base64("u:x:p@ss+") */
+		CHECK_STR(proxy.auth, "dTp4OnBAc3Mr");
+		memset(&o, 0, sizeof(o));
+		o.tenant = "bad tenant";
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "bad tenant 'bad tenant'") != NULL);
+		o.tenant = "common";
+		o.timeout = "0";
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "--timeout must be") != NULL);
+		o.timeout = NULL;
+		o.retries = "101";
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "--retries must be 0 to 100") != NULL);
+		o.retries = NULL;
+		o.proxy = "https://proxy.example:3128";
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "only http:// proxies") != NULL);
+		o.proxy = "proxy.example";
+		CHECK(apply_overrides(&o) == 0);
+		CHECK_STR(proxy.port, "80");
+		CHECK(proxy.auth[0] == '\0');
+		o.proxy = "";
+		CHECK(apply_overrides(&o) == 0 && proxy.host[0] == '\0');
+		retries = RETRY_DEFAULT;
+	}
+	strcpy(tcase, "proxy_skip");
+	{
+		static const struct {
+			const char *list, *host, *port;
+			int	 skip;
+		} np[] = {
+			{ "*", "graph.microsoft.com", "443", 1 },
+			{ "microsoft.com", "graph.microsoft.com", "443", 1 },
+			{ ".microsoft.com", "graph.microsoft.com", "443", 1 },
+			{ "microsoft.com", "notmicrosoft.com", "443", 0 },
+			{ "a.example, microsoft.com:443", "graph.microsoft.com",
+			    "443", 1 },
+			{ "microsoft.com:8443", "graph.microsoft.com", "443", 0 },
+			{ "localhost 127.0.0.1", "127.0.0.1", "8443", 1 },
+			{ "", "localhost", "443", 0 },
+			{ "GRAPH.Microsoft.com", "graph.microsoft.com", "443", 1 },
+		};
+		size_t	 k;
+
+		for (k = 0; k < sizeof(np) / sizeof(np[0]); k++) {
+			tc(np[k].list, strlen(np[k].list));
+			no_proxy = np[k].list;
+			CHECK(proxy_skip(np[k].host, np[k].port) == np[k].skip);
+		}
+		no_proxy = NULL;
+		CHECK(proxy_skip("localhost", "443") == 0);
+	}
 	ca_file = NULL;
 
 	strcpy(tcase, "parse_globals");
@@ -1810,6 +1943,7 @@ main(int argc, char **argv)
 	test_retry_wait();
 	test_qxh();
 	test_upload_tap();
+	test_session_ranges();
 	if (mkdtemp(tmp) == NULL)
 		exit(2);
 	test_tokens(tmp);
