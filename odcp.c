@@ -6286,6 +6286,7 @@ main(int argc, char **argv)
 		    open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY) != (int)i)
 			return EXIT_FAIL;
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);	/* a file size limit is a write error */
 	opterr = 0;		/* every usage error is our own one line */
 	pool_init();
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
