@@ -41,7 +41,8 @@ check: odcp tests/unit tests/unit-san
 # libFuzzer over the parsers (JSON, HTTP framing, paths, times, config,
 # tokens): FUZZTIME seconds per target, corpora under /tmp
 FUZZTIME = 10
-FUZZERS  = json item page session drive gerror auth http hpage path time conf token queue ca
+FUZZERS  = json item page session drive gerror auth http hpage path time conf token queue ca \
+	   proxy
 tests/fuzz: tests/fuzz.c odcp.c $(LIB)
 	clang $(CPPFLAGS) -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ tests/fuzz.c $(LIB)
@@ -58,6 +59,11 @@ bench: odcp
 
 demo: odcp
 	tests/demo
+
+# Debian's rclone against the emulator, which answers under the real host
+# names through its CONNECT proxy: fidelity to a client we did not write
+fidelity:
+	tests/fidelity
 
 # warnings as errors with both compilers, and the man page
 lint: $(LIB)
@@ -81,4 +87,4 @@ toc:
 clean:
 	rm -rf odcp odcp-static tests/unit tests/unit-san tests/fuzz vendor/build
 
-.PHONY: all static check fuzz bench demo lint install uninstall toc clean
+.PHONY: all static check fuzz bench demo fidelity lint install uninstall toc clean

@@ -953,7 +953,7 @@ static const char *no_proxy;
 static int
 proxy_set(const char *url)
 {
-	char	 cred[384], *colon;
+	char	 cred[256], *colon;	/* base64: 344 bytes, in auth */
 	const char *h = url, *at, *e;
 	size_t	 n;
 
@@ -966,7 +966,9 @@ proxy_set(const char *url)
 	if (strncasecmp(h, "http://", 7) == 0)
 		h += 7;
 	e = h + strcspn(h, "/");
-	if ((at = memchr(h, '@', (size_t)(e - h))) != NULL) {
+	for (at = e; at > h && at[-1] != '@'; at--)	/* the last '@' */
+		;
+	if (at-- > h) {
 		if ((size_t)(at - h) >= sizeof(cred))
 			return fail(EXIT_USAGE, "proxy: user name too long");
 		memcpy(cred, h, (size_t)(at - h));
@@ -983,7 +985,9 @@ proxy_set(const char *url)
 	}
 	colon = memchr(h, ':', (size_t)(e - h));
 	n = (size_t)((colon ? colon : e) - h);
-	if (n == 0 || n >= sizeof(proxy.host) || (*e != '\0' && e[1] != '\0'))
+	if (n == 0 || n >= sizeof(proxy.host) || (*e != '\0' && e[1] != '\0') ||
+	    strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-.") != n)
 		return fail(EXIT_USAGE, "proxy: expected http://host:port");
 	memcpy(proxy.host, h, n);
 	if (colon == NULL)

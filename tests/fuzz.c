@@ -246,14 +246,44 @@ static void
 t_session(const uint8_t *d, size_t n)
 {
 	static struct http_resp r;
-	static char url[URL_MAX];
+	static struct upload u;
 	unsigned char *b = dupbytes(d, n);
-	int64_t	 next;
+	int64_t	 next, end;
 
 	fconn(b, n, 0);
 	fresp(&r, n);
-	(void)parse_session(&fc, &r, url, sizeof(url), &next);
+	u.size = 1000000;
+	if (parse_session(&fc, &r, &u, 1, &next, &end) == 0 && next != -1 &&
+	    (next < 0 || next >= u.size || end >= u.size ||
+	    (end >= 0 && end < next)))
+		abort();	/* a range outside the file got through */
 	free(b);
+}
+
+/* (c) proxy URLs and no_proxy lists, from the environment. */
+static void
+t_proxy(const uint8_t *d, size_t n)
+{
+	static char buf[8192];
+	char	*s = dupstr(d, n);
+
+	if (proxy_set(s) == 0 && proxy.host[0] != '\0') {
+		if (strchr(proxy.host, '@') != NULL ||
+		    strchr(proxy.host, '/') != NULL ||
+		    strspn(proxy.port, "0123456789") != strlen(proxy.port) ||
+		    proxy.port[0] == '\0')
+			abort();
+		/* the CONNECT request must fit and hold one CRLF per line */
+		bfmt(buf, sizeof(buf), "Proxy-Authorization: Basic %s\r\n",
+		    proxy.auth);
+		if (strpbrk(proxy.auth, "\r\n") != NULL)
+			abort();
+	}
+	no_proxy = s;
+	(void)proxy_skip("graph.microsoft.com", "443");
+	(void)proxy_skip("a", "1");
+	no_proxy = NULL;
+	free(s);
 }
 
 /* (a) parse_drive via the same shape graph_drive reads. */
@@ -577,7 +607,7 @@ static const struct {
 	{ "gerror", t_gerror }, { "auth", t_auth }, { "http", t_http },
 	{ "path", t_path }, { "time", t_time }, { "conf", t_conf },
 	{ "token", t_token }, { "queue", t_queue }, { "ca", t_ca },
-	{ "hpage", t_hpage },
+	{ "hpage", t_hpage }, { "proxy", t_proxy },
 };
 #define NTARGETS (sizeof(targets) / sizeof(targets[0]))
 
