@@ -1766,7 +1766,8 @@ http_discard(struct conn *c, struct http_resp *r)
  * response head; http_done() returns the connection to the pool, closing
  * it unless the body was fully read.  A request that fails on a reused
  * connection is sent once more on a fresh one (the server may have closed
- * an idle connection just as we wrote).
+ * an idle connection just as we wrote), unless it must not be sent twice
+ * (q->once).
  */
 struct url {
 	char	 host[HOST_MAX];
@@ -3545,9 +3546,14 @@ auth_browser(const struct profile *p, struct token *t)
  * (never to pre-authenticated download and upload hosts, graph-api.md
  * 5.1, 7.2); a 401 from Graph refreshes the token once and replays;
  * 429 and 503 wait for Retry-After; idempotent requests are retried on
- * 5xx and broken connections with backoff.  Error bodies are decoded
- * into one line ("HTTP 404 itemNotFound: ...") by graph_error().
- * The parse_* functions read one response shape each, streaming.
+ * 5xx and broken connections with backoff (9.2, 9.3), within the
+ * --retries budget.  Reports of failures that will be retried are held
+ * back (hush), and only the last one is shown when the budget is spent.
+ * Requests that must not be repeated blindly, and upload fragments,
+ * whose next offset only the service knows, leave the retry to their
+ * caller (G_HOLD).  Error bodies are decoded into one line ("HTTP 404
+ * itemNotFound: ...") by graph_error().  The parse_* functions read one
+ * response shape each, streaming.
  */
 enum {
 	G_AUTH = 1,		/* send the bearer token (Graph only) */
