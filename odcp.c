@@ -3626,7 +3626,8 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 	g->lost = 0;
 	for (;;) {
 		q->hdrs = extra;
-		q->once = !(flags & G_IDEMPOTENT);
+		/* under G_HOLD the caller decides what a failure means */
+		q->once = !(flags & G_IDEMPOTENT) || (flags & G_HOLD);
 		if (flags & G_AUTH) {
 			if (auth_token(g->p, g->t, refreshed == 1) == -1)
 				return -1;
