@@ -3607,6 +3607,22 @@ graph_retryable(int status, int flags)
 	    status == 502 || status == 504 || status == 509);
 }
 
+/* Report the held failure of q, saying which request and how often. */
+static int
+graph_gave_up(const struct http_req *q, const char *url, int flags,
+    int attempts)
+{
+	char	 shown[256], msg[sizeof(held)];
+
+	if (held[0] == '\0')
+		return -1;
+	log_url(shown, sizeof(shown), url, !(flags & G_SECRET));
+	bfmt(msg, sizeof(msg), "%s", held);
+	snprintf(held, sizeof(held), "%.16s %s: %.1000s%s", q->method, shown, msg,
+	    attempts > 1 ? " (gave up after retries)" : "");
+	return release();
+}
+
 /*
  * Send q to url under the policy in flags; on return r holds a final
  * response head (any status) and *cp the connection with its body.
@@ -3655,7 +3671,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 			}
 			g->lost = !(flags & G_IDEMPOTENT);
 			if (g->lost || attempt >= retries)
-				return release();
+				return graph_gave_up(q, url, flags, attempt + 1);
 			retry_nap(retry_wait(NULL, attempt++), held);
 			continue;
 		}
