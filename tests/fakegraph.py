@@ -67,11 +67,46 @@ Extra config keys: upload_session_lifetime (s, default 900,
 pushed forward by each fragment) and max_requests_per_connection (0 = no
 limit; the server closes with "Connection: close" after N requests).  /seed
 accepts an optional "mtime" (ISO 8601 or Unix seconds); /tree entries add
-"modified" (ISO) next to "mtime" (Unix seconds); log records add "sni".
+"modified" (ISO) next to "mtime" (Unix seconds); log records add "sni",
+"t" (when the request head arrived) and "fault" (the id of the rule that
+served it).
+
+Fault injection: POST /faults {"rules": [RULE, ...]} adds rules (all or
+none; 400 names a bad field) and answers {"ids": [...]}; GET /faults shows
+them with their counters "seen" and "fired"; POST /faults/clear and
+/reset drop them.  A RULE matches on "listener" (login, graph, download,
+upload or any), "method" and "path" (a regex searched in the raw target);
+it fires for the "nth" (default 1) to the nth+"times"-1 matching request.
+One action per rule:
+  "status": N [+ "headers", "body", "retry_after_date": S]  a canned
+      response (a Graph or AADSTS error body fitting the host unless
+      "body" is given; retry_after_date makes Retry-After an HTTP-date S
+      seconds after the response's own Date)
+  "drop_request_after": N   read N request-body bytes, then close (RST
+      unless "rst": false)
+  "lose_response": true     do the request, send nothing, close
+  "drop_response_after": N  do the request, send the head and N body bytes
+  "truncate_chunked": true  send the body chunked without its last chunk
+  "stall": S [+ "stall_after_bytes": N]  say nothing (or N body bytes) for
+      S seconds, then close
+  "expire_session": true    the upload session of this URL vanishes first
+  "expire_token": true      every access token expires first
+  "next_expected_ranges": [...]  the nextExpectedRanges the answer shows
+and alone or with any action: "date_skew": S (the Date header is off by S
+seconds), "delay": S (wait before answering).
+
+Proxy: endpoints.json "proxy" is a plain-HTTP CONNECT proxy to every
+listener (its localhost:port); config "proxy_auth" = "user:password" makes
+it answer 407 without those Basic credentials.  --public-hosts adds the real
+names (PUBLIC_HOSTS, port 443) to the proxy and to the certificates, and the
+ready odcp profile then uses odcp's default endpoints.  Config
+"allow_bearer_on_preauth" makes the download and upload hosts record a
+bearer instead of answering 401 (for rclone 1.60, tests/fidelity);
+"confidential_clients" lists client ids that must send client_secret.
 """
 
 import argparse, base64, bisect, datetime, hashlib, http.client, json, mimetypes, os
-import re, secrets, shutil, signal, ssl, subprocess, sys, threading
+import re, secrets, shutil, signal, socket, ssl, struct, subprocess, sys, threading
 import time, urllib.parse, uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -85,6 +120,12 @@ FRAGMENT_UNIT = 327680            # 320 KiB (7.2)
 MAX_FRAGMENT = 62914560           # 60 MiB: a fragment must be smaller (7.2)
 MAX_FILE = 250 * 1000 ** 3        # 250 GB (7.5)
 DRAIN_LIMIT = 256 * 1024 * 1024   # unread request bodies up to this are drained
+# --public-hosts: the real names each listener answers to (5.1, 7.1, 12).  The
+# drive is a business one, but the two pre-authenticated listeners need
+# distinct names for the proxy to route them: uploads take the business
+# host (7.1), downloads the host where a leaked bearer was seen to get 401 (5.1).
+PUBLIC_HOSTS = {"login": "login.microsoftonline.com", "graph": "graph.microsoft.com",
+                "download": "my.microsoftpersonalcontent.com", "upload": "contoso-my.sharepoint.com"}
 DEFAULT_CONFIG = {
     "page_size": 200, "token_lifetime": 3599, "auto_approve": 0, "interval": 5,
     "device_expires_in": 900, "strict_rotation": False,
@@ -93,6 +134,12 @@ DEFAULT_CONFIG = {
     # extras: session lifetime, pushed forward by each fragment
     # (7.4); and an optional cap on requests per connection (0 = unlimited).
     "upload_session_lifetime": 900, "max_requests_per_connection": 0,
+    # the CONNECT proxy: "user:password" makes it demand Basic credentials
+    # (407 otherwise); pre-authenticated hosts: record a bearer, don't refuse
+    # it (only for clients that still send one, e.g. rclone before 1.66);
+    # client ids (space-separated) registered as confidential: they must
+    # authenticate with client_secret on every token grant (2.3).
+    "proxy_auth": "", "allow_bearer_on_preauth": False, "confidential_clients": "",
 }
 INVALID_NAME_CHARS = set('"*:<>?/\\|')
 RESERVED_NAMES = {".lock", "con", "prn", "aux", "nul", "desktop.ini"} | \
@@ -229,8 +276,10 @@ class Emulator:
         self.blobdir = os.path.join(self.dir, "blobs")
         self.tmpdir = os.path.join(self.dir, "tmp")
         self.urls = {}
+        self.ports, self.proxy_map = {}, {}     # listener -> port; CONNECT target -> listener
         self.verbose = False
         self.stop = threading.Event()
+        self.faults = Faults()
         self.reset()
 
     def reset(self):
@@ -247,6 +296,7 @@ class Emulator:
             self.refresh_issued, self.access_count = [], 0
             self.sessions, self.downloads = {}, {}
             self.sort_cache = {}
+            self.faults.clear()
 
     # ---- tree helpers (caller holds self.lock)
     def resolve(self, base, segments):
@@ -407,6 +457,161 @@ class Emulator:
             print("%(listener)s %(method)s %(target)s -> %(status)s" % rec, flush=True)
 
 
+# ---------------------------------------------------------------- fault injection
+FAULT_LISTENERS = ("login", "graph", "download", "upload", "any")
+# one of these per rule (or none, for a rule of only date_skew and/or delay)
+FAULT_ACTIONS = ("status", "drop_request_after", "lose_response", "drop_response_after", "truncate_chunked",
+                 "stall", "expire_session", "expire_token", "next_expected_ranges")
+FAULT_NEEDS = {"headers": "status", "body": "status", "retry_after_date": "status", "stall_after_bytes": "stall"}
+FAULT_CODES = {      # status -> Graph error code, inner code (9.1, 9.2)
+    400: ("invalidRequest", None), 401: ("InvalidAuthenticationToken", None), 403: ("accessDenied", None),
+    404: ("itemNotFound", None), 409: ("nameAlreadyExists", None), 412: ("resourceModified", "entityTagDoesNotMatch"),
+    413: ("requestEntityTooLarge", None), 416: ("invalidRange", "fragmentOverlap"), 423: ("resourceLocked", None),
+    429: ("activityLimitReached", "throttledRequest"), 500: ("generalException", None), 502: ("BadGateway", None),
+    503: ("serviceNotAvailable", None), 504: ("GatewayTimeout", None), 507: ("quotaLimitReached", None),
+    509: ("bandwidthLimitExceeded", None)}
+AAD_FAULT_CODES = {400: ("invalid_request", 90014), 401: ("invalid_client", 7000215), 429: ("temporarily_unavailable", 90033),
+                   500: ("server_error", 50000), 503: ("temporarily_unavailable", 90033)}   # others: by class
+
+
+class Faults:
+    """Rules set by the control API (POST /faults) that make requests fail.
+    A rule matches by listener, method and a regex on the raw target; its
+    counter `seen` counts matching requests and it fires for the nth to the
+    (nth + times - 1)th of them.  The first rule due to fire wins; every
+    matching rule still counts the request."""
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rules = []          # (rule dict as shown by GET /faults, compiled path regex or None)
+        self.next_id = 1         # never reset: an id names one rule for the emulator's life
+
+    @staticmethod
+    def check(r):
+        """A validated copy of rule r, and its regex; ValueError if r is bad."""
+        if not isinstance(r, dict):
+            raise ValueError("a rule must be a JSON object")
+        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+        count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        kinds = {"listener": lambda v: v in FAULT_LISTENERS, "method": lambda v: isinstance(v, str) and v != "",
+                 "path": lambda v: isinstance(v, str), "nth": lambda v: count(v) and v >= 1,
+                 "times": lambda v: count(v) and v >= 1, "name": lambda v: isinstance(v, str),
+                 "status": lambda v: isinstance(v, int) and not isinstance(v, bool) and 200 <= v <= 599,
+                 "headers": lambda v: isinstance(v, dict) and all(isinstance(x, (str, int)) and "\n" not in str(x)
+                                                                  and "\r" not in str(x) for x in list(v) + list(v.values())),
+                 "body": lambda v: True, "retry_after_date": num,
+                 "drop_request_after": count, "lose_response": lambda v: v is True, "drop_response_after": count,
+                 "truncate_chunked": lambda v: v is True, "stall": lambda v: num(v) and v >= 0,
+                 "stall_after_bytes": count, "expire_session": lambda v: v is True, "expire_token": lambda v: v is True,
+                 "next_expected_ranges": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                 "date_skew": num, "delay": lambda v: num(v) and v >= 0, "rst": lambda v: isinstance(v, bool)}
+        for k, v in r.items():
+            if k not in kinds:
+                raise ValueError("unknown rule field %r" % k)
+            if not kinds[k](v):
+                raise ValueError("bad value for %r: %r" % (k, v))
+        acts = [k for k in FAULT_ACTIONS if k in r]
+        if len(acts) > 1:
+            raise ValueError("one action per rule, not %s" % ", ".join(acts))
+        if not acts and "date_skew" not in r and "delay" not in r:
+            raise ValueError("no action (one of %s, or date_skew / delay)" % ", ".join(FAULT_ACTIONS))
+        for k, need in FAULT_NEEDS.items():
+            if k in r and need not in r:
+                raise ValueError("%r needs %r" % (k, need))
+        try:
+            rx = re.compile(r["path"]) if "path" in r else None
+        except re.error as e:
+            raise ValueError("bad path regex: %s" % e)
+        return dict(r), rx
+
+    def add(self, rules):
+        """Append rules (all or none); returns their ids."""
+        if not isinstance(rules, list):
+            raise ValueError("\"rules\" must be a list")
+        checked = [self.check(r) for r in rules]
+        with self.lock:
+            for r, _ in checked:
+                r.update(id=self.next_id, fired=0, seen=0)
+                self.next_id += 1
+            self.rules += checked
+        return [r["id"] for r, _ in checked]
+
+    def clear(self):
+        with self.lock:
+            self.rules = []
+
+    def snapshot(self):
+        with self.lock:
+            return [dict(r) for r, _ in self.rules]
+
+    def match(self, listener, method, target):
+        """The rule to apply to this request (a copy), or None."""
+        if not self.rules:
+            return None
+        chosen = None
+        with self.lock:
+            for r, rx in self.rules:
+                if r.get("listener", "any") not in ("any", listener) or r.get("method", method) != method:
+                    continue
+                if rx is not None and not rx.search(target):
+                    continue
+                r["seen"] += 1
+                nth = r.get("nth", 1)
+                if chosen is None and nth <= r["seen"] < nth + r.get("times", 1):
+                    r["fired"] += 1
+                    chosen = dict(r)
+        return chosen
+
+
+class FaultCut(ClientGone):
+    """Raised by FaultWriter to stop a handler once a fault has sent all it may."""
+
+
+class FaultWriter:
+    """Stands in for a handler's wfile while a response-side fault runs.  Its
+    first write is the head (BaseHTTPRequestHandler writes the status line
+    and headers at once); later writes are the body as framed on the wire.
+      lose:   nothing is sent; the first body write raises FaultCut.
+      budget: the head and the first `budget` body bytes are sent; a write
+              beyond them sends what fits and raises FaultCut.
+      chunks: the body goes out chunked (each write one chunk, if the
+              handler did not frame it: `wrap`, set by Handler.send_header)
+              and the final 0-chunk is held back."""
+    def __init__(self, real, lose=False, budget=None, chunks=False):
+        self.real, self.lose, self.budget, self.chunks = real, lose, budget, chunks
+        self.wrap, self.head_done, self.sent = False, False, 0
+
+    def write(self, data):
+        data = bytes(data)
+        if not self.head_done:
+            self.head_done = True
+            if not self.lose:
+                self.real.write(data)
+            return len(data)
+        if not data:
+            return 0
+        if self.lose:
+            raise FaultCut()
+        if self.chunks:
+            if self.wrap:
+                self.real.write(b"%x\r\n" % len(data) + data + b"\r\n")
+            elif data != b"0\r\n\r\n":
+                self.real.write(data)
+            return len(data)
+        if self.budget is not None:
+            room = self.budget - self.sent
+            if len(data) > room:
+                if room > 0:
+                    self.real.write(data[:room])
+                self.sent = self.budget
+                raise FaultCut()
+        self.real.write(data)
+        self.sent += len(data)
+        return len(data)
+
+    def flush(self):
+        pass
+
+
 # ---------------------------------------------------------------- HTTP plumbing
 class TLSServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -415,6 +620,18 @@ class TLSServer(ThreadingHTTPServer):
     def __init__(self, emu, listener, handler, ctx):
         self.emu, self.listener, self.ctx = emu, listener, ctx
         super().__init__(("127.0.0.1", 0), handler)
+        self.public = None          # its real host name, with --public-hosts
+
+    def host_ok(self, host, sni):
+        """Host header and TLS SNI (if sent) must name this listener: its
+        real name (port 443), or localhost / 127.0.0.1 with its port."""
+        port = self.server_address[1]
+        hosts = {"localhost", "127.0.0.1", "localhost:%d" % port, "127.0.0.1:%d" % port}
+        snis = {"localhost"}
+        if self.public:
+            hosts |= {self.public, self.public + ":443"}
+            snis.add(self.public)
+        return host.strip().lower() in hosts and (sni is None or sni.lower() in snis)
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the per-connection thread.
@@ -484,6 +701,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self):
         self.status, self.body_read, self.body_len, self.body_done, self.logged = 0, 0, 0, True, False
+        self.fault, self.fault_id, self.date_ts, self.t_head = None, None, None, None
         self.request_id = str(uuid.uuid4())
         self.client_request_id = self.request_id
         self.command, self.path, self.headers, self.requestline = None, "", None, ""
@@ -495,6 +713,7 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             self.close_connection = True
             return
+        self.t_head = time.time()
         self.raw_requestline = raw
         parts = raw.rstrip(b"\r\n").split(b" ")
         if len(raw) > 65536 or (len(parts) >= 3 and parts[-1].startswith(b"HTTP/") and (
@@ -512,6 +731,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self.parse_request():      # it has sent its own 400/505 (and logged)
             self.close_connection = True
             return
+        self.t_head = time.time()
         self.nreq += 1
         self.client_request_id = self.headers.get("client-request-id", self.request_id)
         te = self.headers.get("Transfer-Encoding")
@@ -524,6 +744,9 @@ class Handler(BaseHTTPRequestHandler):
             if not self.headers.get("Host"):
                 self.close_connection = True
                 self.send_raw(400, b"<h2>Bad Request - Invalid Hostname</h2>", html)
+            elif not self.server.host_ok(self.headers.get("Host"), getattr(self.connection, "sni", None)):
+                self.close_connection = True      # another host's name: what HTTP.sys says
+                self.send_raw(400, b"<h2>Bad Request - Invalid Hostname</h2>", html)
             elif te:
                 self.close_connection = True   # request bodies must carry Content-Length (12)
                 self.send_raw(411, b"<h2>Length Required</h2>", html)
@@ -533,10 +756,14 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.body_len = int(cl or 0)
                 self.body_done = self.body_len == 0
-                try:
-                    self.dispatch()
-                except Reply as r:
-                    self.send_error_json(r)
+                rule = self.emu.faults.match(self.server.listener, self.command, self.path)
+                if rule is not None:
+                    self.apply_fault(rule)
+                else:
+                    try:
+                        self.dispatch()
+                    except Reply as r:
+                        self.send_error_json(r)
             if not self.body_done:
                 self.drain()
         except (ClientGone, OSError, ssl.SSLError):
@@ -557,9 +784,13 @@ class Handler(BaseHTTPRequestHandler):
             path = urllib.parse.unquote(target.split("?", 1)[0], errors="replace")
         except Exception:
             path = target
-        self.emu.record({"listener": self.server.listener, "method": self.command, "target": target,
-                         "path": path, "auth": "authorization" in hdrs, "headers": hdrs,
-                         "body_len": self.body_read, "status": self.status, "sni": getattr(self.connection, "server_hostname", None)})
+        rec = {"listener": self.server.listener, "method": self.command, "target": target,
+               "path": path, "auth": "authorization" in hdrs, "headers": hdrs,
+               "body_len": self.body_read, "status": self.status, "sni": getattr(self.connection, "sni", None),
+               "t": self.t_head if self.t_head is not None else time.time()}
+        if self.fault_id is not None:
+            rec["fault"] = self.fault_id
+        self.emu.record(rec)
 
     # ---- request bodies
     def read_chunks(self):
@@ -614,6 +845,8 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def send_json(self, status, obj, chunked=False, headers=None, ctype=GRAPH_JSON):
+        if self.fault is not None and "next_expected_ranges" in self.fault and isinstance(obj, dict) and "nextExpectedRanges" in obj:
+            obj = dict(obj, nextExpectedRanges=list(self.fault["next_expected_ranges"]))
         body = json.dumps(obj, separators=(",", ":")).encode()    # ensure_ascii: non-ASCII as \u escapes
         h = dict(self.extra_headers)
         h.update(headers or {})
@@ -643,6 +876,138 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_error_json(self, r):
         self.graph_error(r.status, r.code, r.message, r.inner, r.headers)
+
+    # ---- fault injection (Faults; POST /faults)
+    def send_header(self, keyword, value):
+        if self.fault is not None and self.fault.get("truncate_chunked") and keyword.lower() == "content-length":
+            self.wfile.wrap = True        # the FaultWriter frames the body as chunks
+            keyword, value = "Transfer-Encoding", "chunked"
+        super().send_header(keyword, value)
+
+    def date_time_string(self, timestamp=None):
+        # One Date per response (IMF-fixdate), shifted by a date_skew fault.
+        if timestamp is None:
+            if self.date_ts is None:
+                self.date_ts = int(time.time() + (self.fault or {}).get("date_skew", 0))
+            timestamp = self.date_ts
+        return super().date_time_string(timestamp)
+
+    def apply_fault(self, rule):
+        """Serve this request as the fault rule says (see Faults)."""
+        self.fault, self.fault_id = rule, rule["id"]
+        if rule.get("delay"):
+            self.emu.stop.wait(rule["delay"])
+        if rule.get("expire_token"):
+            with self.emu.lock:
+                for t in self.emu.access.values():
+                    t["expires"] = 0
+        if rule.get("expire_session"):
+            m = re.fullmatch(r"/up/([A-Za-z0-9_-]+)", self.split_target()[0])
+            with self.emu.lock:
+                s = self.emu.sessions.pop(m.group(1), None) if m else None
+            if s is not None:
+                try:
+                    os.unlink(s["tmp"])
+                except OSError:
+                    pass
+        if "drop_request_after" in rule:
+            left = min(rule["drop_request_after"], self.body_len)
+            while left > 0:
+                buf = self.rfile.read(min(left, 1 << 20))
+                if not buf:
+                    break
+                left -= len(buf)
+                self.body_read += len(buf)
+            return self.abort(rule.get("rst", True))
+        if "status" in rule:
+            self.drain()
+            return self.fault_status(rule)
+        if "stall" in rule and "stall_after_bytes" not in rule:
+            self.drain()
+            self.log_request_record()     # no response will come
+            self.emu.stop.wait(rule["stall"])
+            return self.abort(rule.get("rst", False))
+        real, writer = self.wfile, None
+        if rule.get("lose_response"):
+            writer = FaultWriter(real, lose=True)
+        elif "drop_response_after" in rule or "stall_after_bytes" in rule:
+            writer = FaultWriter(real, budget=rule.get("drop_response_after", rule.get("stall_after_bytes")))
+        elif rule.get("truncate_chunked"):
+            writer = FaultWriter(real, chunks=True)
+        if writer is not None:
+            self.wfile = writer
+        try:
+            try:
+                self.dispatch()
+            except Reply as r:
+                self.send_error_json(r)
+        except FaultCut:
+            pass
+        finally:
+            self.wfile = real
+        if writer is not None:
+            if "stall" in rule:
+                self.emu.stop.wait(rule["stall"])
+            self.abort(rule.get("rst", False))
+
+    def fault_status(self, rule):
+        """The "status" action: a canned response (the request body was read
+        and discarded; nothing else happens)."""
+        status, ctype, extra = rule["status"], None, {}
+        for k, v in (rule.get("headers") or {}).items():
+            k, v = str(k), str(v)
+            if k.lower() == "content-type":
+                ctype = v
+            elif k.lower() == "connection":
+                self.close_connection = self.close_connection or v.strip().lower() == "close"
+            else:
+                extra[k] = v
+        if "retry_after_date" in rule:
+            extra = {k: v for k, v in extra.items() if k.lower() != "retry-after"}
+            self.date_time_string()       # fixes this response's Date first
+            extra["Retry-After"] = BaseHTTPRequestHandler.date_time_string(self, int(self.date_ts + rule["retry_after_date"]))
+        if self.server.listener == "graph" and status == 401 and not any(k.lower() == "www-authenticate" for k in extra):
+            extra["WWW-Authenticate"] = ('Bearer realm="", authorization_uri="%s/common/oauth2/authorize", '
+                                         'client_id="00000003-0000-0000-c000-000000000000"' % self.emu.urls["login_url"])
+        headers = {k: v for k, v in self.extra_headers.items() if k.lower() not in {x.lower() for x in extra}}
+        headers.update(extra)
+        if "body" in rule:
+            b = rule["body"]
+            if isinstance(b, str):
+                return self.send_raw(status, b.encode(), ctype or "text/plain; charset=utf-8", headers)
+            return self.send_raw(status, json.dumps(b, separators=(",", ":")).encode(), ctype or "application/json", headers)
+        if status < 400:
+            return self.send_raw(status, b"", ctype or "text/plain", headers)
+        if self.server.listener == "login":
+            err, num = AAD_FAULT_CODES.get(status) or (("temporarily_unavailable", 90033) if status >= 500 else ("invalid_request", 90014))
+            now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+            trace, corr = str(uuid.uuid4()), str(uuid.uuid4())
+            obj = {"error": err, "error_description": "AADSTS%d: Injected fault.\r\nTrace ID: %s\r\nCorrelation ID: %s\r\nTimestamp: %s"
+                   % (num, trace, corr, now), "error_codes": [num], "timestamp": now, "trace_id": trace, "correlation_id": corr,
+                   "error_uri": "%s/error?code=%d" % (self.emu.urls["login_url"], num)}
+            ctype = ctype or "application/json; charset=utf-8"
+        else:
+            code, inner = FAULT_CODES.get(status) or (("generalException", None) if status >= 500 else ("invalidRequest", None))
+            if status == 404 and self.server.listener == "upload":
+                inner = "uploadSessionNotFound"
+            obj = {"error": {"code": code, "message": "Injected fault", "innerError": {
+                "code": inner or code, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                "request-id": self.request_id, "client-request-id": self.client_request_id}}}
+            ctype = ctype or GRAPH_JSON
+        self.send_raw(status, json.dumps(obj, separators=(",", ":")).encode(), ctype, headers)
+
+    def abort(self, rst=False):
+        """End the connection abruptly, with no TLS close_notify: a FIN, or
+        with rst an RST (SO_LINGER 0).  SSLSocket.shutdown drops the TLS
+        layer, so the unwrap in TLSServer.finish_request then sends nothing."""
+        self.close_connection, self.body_done = True, True
+        c = self.connection
+        try:
+            if rst:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.shutdown(socket.SHUT_RD if rst else socket.SHUT_RDWR)
+        except (OSError, ValueError):
+            pass
 
     def split_target(self):
         t = self.path
@@ -734,13 +1099,27 @@ class LoginHandler(Handler):
         gt = form.get("grant_type")
         if not gt:
             return self.aad_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.")
+        auth = self.headers.get("Authorization", "")
+        if auth[:6].lower() == "basic ":     # client_secret_basic (RFC 6749 2.3.1; 1.6): id and secret
+            try:                             # form-encoded, then base64; fills what the form lacks
+                cid, _, sec = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return self.aad_error(401, "invalid_client", 7000215, "Invalid client secret provided.")
+            form.setdefault("client_id", urllib.parse.unquote_plus(cid))
+            form.setdefault("client_secret", urllib.parse.unquote_plus(sec))
         if not form.get("client_id"):
             return self.aad_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
         if gt == "client_credentials":
             return self.client_credentials(tenant, form)
         if gt not in ("refresh_token", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"):
             return self.aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type '%s'." % gt)
-        if form.get("client_secret") or form.get("client_assertion"):     # 1.1: public clients send none
+        secret = form.get("client_secret")
+        if form["client_id"] in self.cfg["confidential_clients"].split():   # a web app (2.3)
+            if not secret:
+                return self.aad_error(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+            if secret != self.cfg["client_secret"]:
+                return self.aad_error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'." % form["client_id"])
+        elif secret or form.get("client_assertion"):     # 1.1: public clients send none
             return self.aad_error(401, "invalid_client", 700025, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.")
         if gt == "refresh_token":
             return self.refresh_grant(tenant, form)
@@ -847,13 +1226,7 @@ class LoginHandler(Handler):
     def client_credentials(self, tenant, form):
         if tenant.lower() in ("common", "organizations", "consumers"):
             return self.aad_error(400, "invalid_request", 9001023, "The grant type is not supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.")
-        secret = form.get("client_secret")
-        basic = self.headers.get("Authorization", "")
-        if secret is None and basic.lower().startswith("basic "):
-            try:
-                secret = base64.b64decode(basic[6:]).decode().split(":", 1)[1]
-            except Exception:
-                secret = None
+        secret = form.get("client_secret")      # from the form or a Basic header (token())
         if not secret:
             return self.aad_error(401, "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
         if secret != self.cfg["client_secret"]:
@@ -1226,15 +1599,35 @@ class GraphHandler(Handler):
                     n.fs_created = parse_iso(fs["createdDateTime"])
             except ValueError:
                 raise Reply(400, "invalidRequest", "Invalid fileSystemInfo timestamp.")
-            if "name" in body and body["name"] != n.name and n.parent is not None:
-                self.check_create_name(n.parent, body["name"], n.folder)
-                clash = n.parent.children.get(body["name"].lower())
+            # rename, and move by parentReference.id (driveItem-move; the
+            # reference is silent, rclone's server-side move relies on it)
+            dest, name = n.parent, body.get("name", n.name)
+            ref = body.get("parentReference") or {}
+            if not isinstance(name, str) or not isinstance(ref, dict):
+                raise Reply(400, "invalidRequest", "Invalid request body.")
+            if ref.get("id") is not None and n.parent is not None:
+                if ref.get("driveId") not in (None, DRIVE_ID):
+                    raise Reply(400, "invalidRequest", "Moving items between drives is not supported.")
+                dest = self.emu.root if ref["id"] == "root" else self.emu.byid.get(ref["id"])
+                if dest is None:
+                    raise Reply(404, "itemNotFound", "The resource could not be found.")
+                if not dest.folder:
+                    raise Reply(400, "invalidRequest", "The destination is not a folder.")
+                p = dest
+                while p is not None:
+                    if p is n:
+                        raise Reply(400, "invalidRequest", "An item cannot be moved into itself or its descendants.")
+                    p = p.parent
+            if n.parent is not None and (name != n.name or dest is not n.parent):
+                self.check_create_name(dest, name, n.folder)
+                clash = dest.children.get(name.lower())
                 if clash is not None and clash is not n:
                     raise Reply(409, "nameAlreadyExists", "The specified item name already exists.")
                 del n.parent.children[n.name.lower()]
-                n.name = body["name"]
-                n.parent.children[n.name.lower()] = n
                 n.parent.version += 1
+                n.name, n.parent = name, dest
+                dest.children[name.lower()] = n
+                dest.version += 1
             n.version += 1
             n.modified = time.time()
             d = self.emu.item_json(n)
@@ -1251,7 +1644,7 @@ class DownloadHandler(Handler):
             d = self.emu.downloads.get(m.group(1)) if m else None
             if d is None:
                 raise Reply(404, "itemNotFound", "The resource could not be found.")
-            if self.headers.get("Authorization"):   # 5.1: bearer leaked to this host
+            if self.headers.get("Authorization") and not self.cfg["allow_bearer_on_preauth"]:   # 5.1: bearer leaked here
                 raise Reply(401, "unauthenticated", "Unauthenticated: an Authorization header is not accepted on a pre-authenticated URL.")
             if q.get("tempauth") != d["tempauth"] or time.time() > d["expires"]:
                 raise Reply(401, "unauthenticated", "The access token has expired. It's valid from the time it was issued until %s." % iso(d["expires"]), "expiredToken")
@@ -1310,7 +1703,7 @@ class UploadHandler(Handler):
                 self.emu.sessions.pop(key, None)
                 self.discard(s)
                 s = None
-        if self.headers.get("Authorization"):     # 7.2: never send the bearer here
+        if self.headers.get("Authorization") and not self.cfg["allow_bearer_on_preauth"]:   # 7.2: never send it here
             raise Reply(401, "unauthenticated", "Authorization header is not allowed on an upload URL.")
         if s is None:
             raise Reply(404, "itemNotFound", "The upload session was not found.", "uploadSessionNotFound")
@@ -1398,6 +1791,112 @@ class UploadHandler(Handler):
         self.send_json(status, d)
 
 
+# ---------------------------------------------------------------- CONNECT proxy
+class ProxyHandler(BaseHTTPRequestHandler):
+    """Plain-HTTP forward proxy: "CONNECT host:port" to an emulated host opens
+    a byte tunnel to its listener.  Served targets: the real names on port
+    443 (--public-hosts) and localhost / 127.0.0.1 with a TLS listener's
+    port.  Any other target gets 403 and no connection is attempted (nothing
+    leaves this machine); a malformed one 400; other methods 405."""
+    protocol_version = "HTTP/1.1"
+    server_version = "fakegraph-proxy"
+    sys_version = ""
+    rbufsize = 0        # unbuffered: bytes after the CONNECT header belong to the tunnel
+    timeout = 60
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def version_string(self):
+        return self.server_version
+
+    def answer(self, status, rec, headers=None):
+        body = b"" if status == 200 else ("fakegraph proxy: %d %s\n" % (status, self.responses[status][0])).encode()
+        rec["status"] = status
+        self.server.emu.record(rec)       # logged before the client can see the answer
+        self.send_response(status, "Connection established" if status == 200 else None)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if status != 200:
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_CONNECT(self):
+        emu = self.server.emu
+        target = self.path.strip().lower()
+        hdrs = {}
+        for k, v in self.headers.items():
+            k = k.lower()
+            hdrs[k] = "<redacted>" if k in ("authorization", "proxy-authorization") else v
+        pa = self.headers.get("Proxy-Authorization")
+        need = emu.config.get("proxy_auth") or ""
+        valid = None
+        if need:
+            scheme, _, cred = (pa or "").strip().partition(" ")
+            try:
+                valid = scheme.lower() == "basic" and base64.b64decode(cred.strip(), validate=True).decode() == need
+            except (ValueError, UnicodeDecodeError):
+                valid = False
+        upstream = emu.proxy_map.get(target)
+        rec = {"listener": "proxy", "method": "CONNECT", "target": self.path, "path": self.path,
+               "auth": "authorization" in hdrs, "headers": hdrs, "body_len": 0, "sni": None,
+               "upstream": upstream, "proxy_authorization": pa is not None, "proxy_auth_valid": valid,
+               "t": time.time()}
+        if not re.fullmatch(r"[a-z0-9.-]+:\d{1,5}|\[[0-9a-f:.]+\]:\d{1,5}", target):
+            self.close_connection = True
+            return self.answer(400, rec)
+        if valid is False:
+            return self.answer(407, rec, {"Proxy-Authenticate": 'Basic realm="fakegraph"'})
+        if upstream is None:
+            return self.answer(403, rec)
+        try:
+            up = socket.create_connection(("127.0.0.1", emu.ports[upstream]), timeout=10)
+        except OSError:
+            self.close_connection = True
+            return self.answer(502, rec)
+        self.close_connection = True
+        with up:
+            self.answer(200, rec)
+            tunnel(self.connection, up)
+
+    def not_connect(self):
+        self.close_connection = True
+        self.answer(405, {"listener": "proxy", "method": self.command, "target": self.path, "path": self.path,
+                          "auth": "Authorization" in self.headers, "headers": {}, "body_len": 0, "sni": None,
+                          "upstream": None, "proxy_authorization": "Proxy-Authorization" in self.headers,
+                          "proxy_auth_valid": None, "t": time.time()}, {"Allow": "CONNECT"})
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = not_connect
+
+
+def tunnel(a, b):
+    """Copy bytes both ways until either side closes, then close both."""
+    def copy(src, dst):
+        try:
+            while True:
+                buf = src.recv(65536)
+                if not buf:
+                    break
+                dst.sendall(buf)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    for s in (a, b):
+        s.settimeout(None)       # the listeners' own idle timeout ends a quiet tunnel
+    t = threading.Thread(target=copy, args=(b, a), daemon=True)
+    t.start()
+    copy(a, b)
+    t.join()
+
+
 # ---------------------------------------------------------------- control API
 class ControlHandler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
@@ -1425,6 +1924,8 @@ class ControlHandler(BaseHTTPRequestHandler):
                 out = json.dumps({"refresh_issued": emu.refresh_issued, "access_issued_count": emu.access_count})
             elif path == "/config":
                 out = json.dumps(emu.config)
+            elif path == "/faults":
+                out = json.dumps({"rules": emu.faults.snapshot()})
             elif path == "/tree":
                 out = json.dumps(sorted(({"path": n.path(), "type": "folder" if n.folder else "file", "size": n.total_size(),
                                           "quickXorHash": n.qxh, "mtime": int(n.fs_modified), "modified": iso(n.fs_modified),
@@ -1455,6 +1956,15 @@ class ControlHandler(BaseHTTPRequestHandler):
         with emu.lock:
             if p == "/log/clear":
                 emu.log = []
+                return self.reply(200, {})
+            if p == "/faults":
+                try:
+                    ids = emu.faults.add(body.get("rules") if isinstance(body, dict) else None)
+                except ValueError as e:
+                    return self.reply(400, {"error": str(e)})
+                return self.reply(200, {"ids": ids})
+            if p == "/faults/clear":
+                emu.faults.clear()
                 return self.reply(200, {})
             if p == "/config":
                 for k, v in body.items():
@@ -1539,9 +2049,10 @@ class ControlHandler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------- start-up
-def make_pki(d):
+def make_pki(d, names=()):
     """Root CA -> intermediate CA -> leaf (RSA-2048, like Microsoft's chains).
-    The server presents leaf + intermediate; clients trust ca.pem (the root)."""
+    The server presents leaf + intermediate; clients trust ca.pem (the root).
+    The leaf names localhost, 127.0.0.1 and `names` (the real hosts)."""
     def run(*args):
         subprocess.run(["openssl"] + list(args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pk = os.path.join(d, "pki")
@@ -1557,7 +2068,8 @@ def make_pki(d):
                 "[int]\nbasicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
                 "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
                 "[leaf]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n")
+                "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1%s\nauthorityKeyIdentifier=keyid\n"
+                % "".join(",DNS:" + n for n in names))
     run("req", "-new", "-x509", "-key", f("root.key"), "-subj", "/O=fakegraph/CN=fakegraph Test Root CA", "-days", "3650",
         "-sha256", "-config", f("ext.cnf"), "-extensions", "ca", "-out", os.path.join(d, "ca.pem"))
     run("req", "-new", "-key", f("int.key"), "-subj", "/O=fakegraph/CN=fakegraph TLS Issuing CA 01", "-out", f("int.csr"))
@@ -1580,6 +2092,8 @@ def main(argv=None):
     ap.add_argument("--page-size", type=int, default=200)
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--public-hosts", action="store_true",
+                    help="answer under the real host names (reach them through the proxy)")
     a = ap.parse_args(argv)
     cfg = dict(DEFAULT_CONFIG, auto_approve=a.auto_approve, page_size=a.page_size,
                interval=int(a.interval) if a.interval.is_integer() else a.interval)
@@ -1591,7 +2105,7 @@ def main(argv=None):
     emu = Emulator(a.dir, cfg)
     emu.verbose = a.verbose
     try:
-        chain, key = make_pki(emu.dir)
+        chain, key = make_pki(emu.dir, sorted(PUBLIC_HOSTS.values()) if a.public_hosts else ())
     except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
         err = getattr(e, "stderr", b"") or b""
         print("fakegraph: certificate generation failed: %s %s" % (e, err.decode(errors="replace")), file=sys.stderr)
@@ -1600,27 +2114,42 @@ def main(argv=None):
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
     ctx.load_cert_chain(chain, key)
+    ctx.sni_callback = lambda sock, name, _ctx: setattr(sock, "sni", name)   # for Host checks and the log
     servers = {}
     for name, h in (("login", LoginHandler), ("graph", GraphHandler), ("download", DownloadHandler), ("upload", UploadHandler)):
         servers[name] = TLSServer(emu, name, h, ctx)
     control = ThreadingHTTPServer(("127.0.0.1", 0), ControlHandler)
     control.daemon_threads = True
     control.emu = emu
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ProxyHandler)
+    proxy.daemon_threads = True
+    proxy.emu = emu
     port = lambda n: servers[n].server_address[1]
-    emu.urls = {"login_url": "https://localhost:%d" % port("login"), "graph_url": "https://localhost:%d/v1.0" % port("graph"),
-                "download_url": "https://localhost:%d" % port("download"), "upload_url": "https://localhost:%d" % port("upload"),
+    for n, srv in servers.items():
+        emu.ports[n] = port(n)
+        emu.proxy_map["localhost:%d" % port(n)] = emu.proxy_map["127.0.0.1:%d" % port(n)] = n
+        if a.public_hosts:
+            srv.public = PUBLIC_HOSTS[n]
+            emu.proxy_map[PUBLIC_HOSTS[n] + ":443"] = n
+    base = {n: "https://" + PUBLIC_HOSTS[n] if a.public_hosts else "https://localhost:%d" % port(n) for n in servers}
+    emu.urls = {"login_url": base["login"], "graph_url": base["graph"] + "/v1.0",
+                "download_url": base["download"], "upload_url": base["upload"],
                 "control": "http://127.0.0.1:%d" % control.server_address[1], "ca": os.path.join(emu.dir, "ca.pem"),
-                "pid": os.getpid()}
-    for srv in list(servers.values()) + [control]:
+                "pid": os.getpid(), "proxy": "http://127.0.0.1:%d" % proxy.server_address[1],
+                "listeners": {n: "127.0.0.1:%d" % port(n) for n in servers}, "public_hosts": a.public_hosts}
+    for srv in list(servers.values()) + [control, proxy]:
         threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: emu.stop.set())
     signal.signal(signal.SIGINT, lambda *_: emu.stop.set())
     # a ready odcp configuration directory: ODCP_CONFIG_DIR=STATEDIR/odcp
     os.makedirs(os.path.join(emu.dir, "odcp"), mode=0o700, exist_ok=True)
+    # (with --public-hosts: odcp's default endpoints, reached through the proxy)
     with open(os.path.join(emu.dir, "odcp", "config"), "w") as f:
         f.write("# odcp profile for the emulator in %s\n[default]\nclient_id = 00000000-0000-0000-0000-0000000dcdcd\n"
-                "login_url = %s\ngraph_url = %s\ncacert = %s\n"
-                % (emu.dir, emu.urls["login_url"], emu.urls["graph_url"], emu.urls["ca"]))
+                % emu.dir)
+        if not a.public_hosts:
+            f.write("login_url = %s\ngraph_url = %s\n" % (emu.urls["login_url"], emu.urls["graph_url"]))
+        f.write("cacert = %s\n" % emu.urls["ca"])
     tmp = os.path.join(emu.dir, "endpoints.json.tmp")
     with open(tmp, "w") as f:
         json.dump(emu.urls, f, indent=1)
@@ -1629,7 +2158,7 @@ def main(argv=None):
         print(json.dumps(emu.urls, indent=1), flush=True)
     while not emu.stop.wait(0.5):
         pass
-    everything = list(servers.values()) + [control]
+    everything = list(servers.values()) + [control, proxy]
     stoppers = [threading.Thread(target=srv.shutdown) for srv in everything]
     for t in stoppers:
         t.start()
