@@ -259,6 +259,17 @@ static int silent;		/* suppress reports: best-effort clean-up */
 static char held[MSG_MAX + 600];	/* the last report held back by hush */
 static int held_status;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTFLIKE(f, a)
+#endif
+/* the compiler checks every format against its arguments */
+static int fail(int, const char *, ...) PRINTFLIKE(2, 3);
+static int err1(const char *, ...) PRINTFLIKE(1, 2);
+static void debug(int, const char *, ...) PRINTFLIKE(2, 3);
+static void bfmt(char *, size_t, const char *, ...) PRINTFLIKE(3, 4);
+
 static int
 vfail(int status, const char *fmt, va_list ap)
 {
@@ -2550,19 +2561,26 @@ json_get_int(struct json *j, int64_t *out)
  * A JSON response body: the source for json_init(), and the end of the
  * body, which gives the connection back.  body_end() reports a body that
  * did not have the expected shape (bad) as one line, unless reading it
- * failed, which the transport has reported already.
+ * failed, which the transport has reported already.  body_broke says
+ * the last body failed that way: it broke off, so what it said is not
+ * the service's word and a GET may be asked again (§11).
  */
 struct body {
 	struct conn *c;
 	struct http_resp *r;
 };
 
+static int body_broke;
+
 static long
 body_read(void *ctx, unsigned char *buf, size_t n)
 {
 	struct body *b = ctx;
+	long	 got;
 
-	return http_read(b->c, b->r, buf, n);
+	if ((got = http_read(b->c, b->r, buf, n)) < 0)
+		body_broke = 1;
+	return got;
 }
 
 static int
@@ -3601,9 +3619,11 @@ graph_init(struct graph *g, struct profile *p, struct token *t)
 static int
 graph_retryable(int status, int flags)
 {
+	if (flags & G_HOLD)		/* the caller reads back and decides */
+		return 0;
 	if (status == 429 || status == 503)	/* not processed: always */
 		return 1;
-	return (flags & G_IDEMPOTENT) && !(flags & G_HOLD) && (status == 500 ||
+	return (flags & G_IDEMPOTENT) && (status == 500 ||
 	    status == 502 || status == 504 || status == 509);
 }
 
@@ -3621,6 +3641,24 @@ graph_gave_up(const struct http_req *q, const char *url, int flags,
 	snprintf(held, sizeof(held), "%.16s %s: %.1000s%s", q->method, shown, msg,
 	    attempts > 1 ? " (gave up after retries)" : "");
 	return release();
+}
+
+/*
+ * Parse a JSON answer to a GET under hush (caller: hush = 1, body_broke
+ * = 0, parse, hush = 0).  When it failed because the body broke off, and
+ * the budget allows, wait and return 1: ask again.  Otherwise report
+ * what was held and return 0.
+ */
+static int
+graph_again(int *attempt)
+{
+	if (!body_broke || *attempt >= retries) {
+		release();
+		return 0;
+	}
+	retry_nap(retry_wait(NULL, (*attempt)++), held);
+	held[0] = '\0';
+	return 1;
 }
 
 /*
@@ -3757,7 +3795,7 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	else if (r->status == 409 && strcmp(code, "nameAlreadyExists") == 0)
 		st = EXIT_EXISTS;
 	tidy(r->retry_after);
-	return fail(st, "%s: HTTP %d %s%s%s%s%s%s%s%s", what, r->status,
+	return fail(st, "%s: HTTP %d %s%s%s%s%s%s%s%s%s", what, r->status,
 	    code[0] ? code : "", inner[0] ? "/" : "", inner,
 	    msg[0] ? ": " : "", msg, r->retry_after[0] ? " (Retry-After: " :
 	    "", r->retry_after, r->retry_after[0] ? ")" : "",
@@ -3995,29 +4033,39 @@ graph_stat(struct graph *g, const char *path, struct item *it,
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
+	int	 attempt = 0, rc;
 
 	graph_url(g, url, sizeof(url), path, NULL);
-	req_init(&q, "GET");
-	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
-		return -1;
-	if (r.status == 404 && missing_ok) {
-		http_drop(c, &r);
-		return 1;
-	}
-	if (r.status != 200)
-		return graph_error(c, &r, path);
-	return parse_item(c, &r, it);
+	do {
+		req_init(&q, "GET");
+		if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT)
+		    == -1)
+			return -1;
+		if (r.status == 404 && missing_ok) {
+			http_drop(c, &r);
+			return 1;
+		}
+		if (r.status != 200)
+			return graph_error(c, &r, path);
+		hush = 1;
+		body_broke = 0;
+		rc = parse_item(c, &r, it);
+		hush = 0;
+	} while (rc == -1 && graph_again(&attempt));
+	return rc;
 }
 
 /*
  * A listing page: {"value":[items...],"@odata.nextLink":"..."}.  Items
- * are handed to fn as they stream in; next gets the nextLink or "".
+ * are handed to fn as they stream in, except the first skip (handed on
+ * by an earlier try of the same page); next gets the nextLink or "".
+ * *count: the items read, skipped ones included.
  */
 typedef int (*item_fn)(const struct item *, void *);
 
 static int
 parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
-    char *next, size_t nextsz, long *count)
+    char *next, size_t nextsz, long *count, long skip)
 {
 	static struct json j;
 	static struct item it;
@@ -4043,7 +4091,8 @@ parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
 					bad = 1;
 					break;
 				}
-				rc = fn(&it, arg);
+				if (*count >= skip)
+					rc = fn(&it, arg);
 				(*count)++;
 			}
 			if (!bad && rc == 0 && ev != JSON_ARR_END)
@@ -4069,8 +4118,8 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 	struct http_resp r;
 	struct conn *c;
 	struct url gu, nu;
-	long	 pages, n, empty = 0;
-	int	 rc, i;
+	long	 pages, n, done = 0, empty = 0;
+	int	 rc, i, attempt = 0;
 
 	/* only the fields odcp reads: a listing is 3 to 5 times smaller
 	 * without each file's pre-authenticated download URL (4.1) */
@@ -4085,8 +4134,21 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 			return -1;
 		if (r.status != 200)
 			return graph_error(c, &r, path);
-		if ((rc = parse_page(c, &r, fn, arg, next, sizeof(next), &n)) != 0)
+		/* a page that breaks off is asked again; what it handed on
+		 * already is not handed on twice (same URL, same page) */
+		hush = 1;
+		body_broke = 0;
+		rc = parse_page(c, &r, fn, arg, next, sizeof(next), &n, done);
+		hush = 0;
+		if (rc == -1 && graph_again(&attempt)) {
+			done = n > done ? n : done;
+			pages--;
+			continue;
+		}
+		if (rc != 0)
 			return rc;
+		done = 0;
+		attempt = 0;
 		/* a listing must end: no page may come back, nor run after
 		 * run of empty pages (the service may send a few) */
 		seen[pages % LIST_SEEN] = fnv1a(url);
@@ -4140,8 +4202,10 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	struct http_resp r;
 	struct conn *c;
 	int	 hops, rc, fails = 0, flags;
-	int64_t	 a, z, t;
+	int64_t	 a, z, t, from, wait;
 	long	 n;
+	char	 why[sizeof(held)];
+	const struct http_resp *ra = NULL;	/* its Retry-After sets the wait */
 
 	*kept = 0;
 	loc[0] = '\0';
@@ -4230,7 +4294,14 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 				qxh_init(h);
 				*have = 0;
 			}
-			while ((n = http_read(c, &r, buf, sizeof(buf))) > 0) {
+			/* a body that breaks off is resumed: its report waits */
+			from = *have;
+			for (;;) {
+				hush = 1;
+				n = http_read(c, &r, buf, sizeof(buf));
+				hush = 0;
+				if (n <= 0)
+					break;
 				if (*have + n > size) {	/* never more than announced */
 					http_done(c, &r);
 					conn_close(c);
@@ -4252,26 +4323,30 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 			http_done(c, &r);
 			if (n == 0 && (*have == size || size == 0))
 				break;
-			if (n == 0)
-				bfmt(held, sizeof(held), "%s: the download ended "
-				    "at byte %" PRId64 " of %" PRId64, path, *have,
-				    size);
-		} else if (rc == 0 && r.status < 500) {
+			bfmt(why, sizeof(why), "%s", n == 0 ? "the download "
+			    "ended early" : held);
+			bfmt(held, sizeof(held), "%s: %s at byte %" PRId64 " of %"
+			    PRId64, path, why, *have, size);
+			if (*have - from >= IO_BUF)
+				fails = 0;	/* it moves: a new budget */
+		} else if (rc == 0 && r.status < 500 && r.status != 429) {
 			wipe(loc, sizeof(loc));
 			return graph_error(c, &r, path);
 		} else if (rc == 0) {
 			bfmt(held, sizeof(held), "%s: HTTP %d from %s", path,
 			    r.status, c->host);
 			http_drop(c, &r);
+			ra = &r;
 		}
-		if (fails++ >= retries) {
+		if ((wait = retry_wait(ra, fails)) < 0 || fails++ >= retries) {
 			wipe(loc, sizeof(loc));
 			*kept = *have > 0;
 			return err1("%s%s", held, *kept && trunc ? "; the partial "
 			    "file is kept: run the same get again to resume" : "");
 		}
-		retry_nap(retry_wait(NULL, fails - 1), held);
+		retry_nap(wait, held);
 		held[0] = '\0';
+		ra = NULL;
 		continue;
 restart:
 		if (fails++ >= retries) {
@@ -4351,16 +4426,20 @@ static int
 graph_unsure(struct graph *g, struct conn *c, struct http_resp *r, int rc,
     int *attempt, const char *what)
 {
+	int64_t	 wait;
+
 	if (rc == -1 && !g->lost)
 		return -1;
 	if (rc == 0)
 		http_drop(c, r);
-	if (*attempt >= retries)
+	wait = retry_wait(rc == 0 ? r : NULL, *attempt);
+	if (*attempt >= retries || wait < 0)
 		return rc == -1 ? release() : err1("%s: HTTP %d, %d times",
 		    what, r->status, *attempt + 1);
 	if (rc == 0)
 		bfmt(held, sizeof(held), "%s: HTTP %d", what, r->status);
-	retry_nap(retry_wait(NULL, (*attempt)++), held);
+	(*attempt)++;
+	retry_nap(wait, held);
 	held[0] = '\0';
 	return 1;
 }
@@ -4394,7 +4473,7 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	for (;;) {
 		rc = graph_send_json(g, "POST", url, body, &r, &c,
 		    G_HOLD | graph_fresh(g, path));
-		if (rc == 0 && r.status < 500)
+		if (rc == 0 && r.status < 500 && r.status != 429)
 			break;
 		if (graph_unsure(g, c, &r, rc, &attempt, path) == -1)
 			return -1;
@@ -4596,7 +4675,7 @@ upload_simple(struct graph *g, struct upload *u)
 		q.tapctx = u;
 		rc = graph_request(g, url, &q, &r, &c, G_AUTH |
 		    graph_fresh(g, u->path) | (replace ? G_IDEMPOTENT : G_HOLD));
-		if (replace || (rc == 0 && r.status < 500))
+		if (replace || (rc == 0 && r.status < 500 && r.status != 429))
 			break;
 		if (graph_unsure(g, c, &r, rc, &attempt, u->path) == -1)
 			return -1;
@@ -4688,7 +4767,7 @@ session_create(struct graph *g, struct upload *u)
 	for (;;) {
 		rc = graph_send_json(g, "POST", url, body, &r, &c,
 		    G_HOLD | graph_fresh(g, u->path));
-		if (rc == 0 && r.status < 500)
+		if (rc == 0 && r.status < 500 && r.status != 429)
 			break;
 		/* a session is invisible until its last byte; a lost one
 		 * expires by itself.  Only an item now there can decide. */
@@ -4729,17 +4808,25 @@ session_status(struct graph *g, struct upload *u, int64_t *next,
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
+	int	 attempt = 0, rc;
 
-	req_init(&q, "GET");
-	if (graph_request(g, u->url, &q, &r, &c, G_SECRET | G_IDEMPOTENT) == -1)
-		return -1;
-	if (r.status == 404 || r.status == 401 || r.status == 410) {
-		http_drop(c, &r);
-		return 1;
-	}
-	if (r.status != 200)
-		return graph_error(c, &r, u->path);
-	return parse_session(c, &r, u, 0, next, end);
+	do {
+		req_init(&q, "GET");
+		if (graph_request(g, u->url, &q, &r, &c, G_SECRET |
+		    G_IDEMPOTENT) == -1)
+			return -1;
+		if (r.status == 404 || r.status == 401 || r.status == 410) {
+			http_drop(c, &r);
+			return 1;
+		}
+		if (r.status != 200)
+			return graph_error(c, &r, u->path);
+		hush = 1;
+		body_broke = 0;
+		rc = parse_session(c, &r, u, 0, next, end);
+		hush = 0;
+	} while (rc == -1 && graph_again(&attempt));
+	return rc;
 }
 
 /*
@@ -4806,7 +4893,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c = NULL;
-	int64_t	 len;
+	int64_t	 len, wait;
 	long	 rounds, cap;
 	int	 rc, fails = 0, restarts = 0;
 
@@ -4847,7 +4934,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 			continue;
 		}
 		if (rc == 0 && r.status != 404 && r.status != 401 &&
-		    r.status != 416 && r.status < 500)
+		    r.status != 416 && r.status != 429 && r.status < 500)
 			return graph_error(c, &r, u->path);
 		if (rc == 0) {
 			bfmt(held, sizeof(held), "%s: HTTP %d from the upload "
@@ -4855,14 +4942,17 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 			http_drop(c, &r);
 		}
 		if (rc == -1 || r.status != 404) {
-			if (fails++ >= retries) {
+			/* a 5xx may come after the bytes were taken (the
+			 * last fragment above all, 7.4): never resent blindly */
+			wait = retry_wait(rc == 0 ? &r : NULL, fails);
+			if (fails++ >= retries || wait < 0) {
 				u->keep = 1;
 				return err1("%s: upload stopped at byte %" PRId64
 				    " of %" PRId64 " (%s); run the same put again "
 				    "to resume", u->path, off, u->size, held);
 			}
 			if (rc == -1 || r.status != 416)
-				retry_nap(retry_wait(NULL, fails - 1), held);
+				retry_nap(wait, held);
 			held[0] = '\0';
 			if ((rc = session_status(g, u, &off, &end)) == -1) {
 				u->keep = 1;
@@ -5040,18 +5130,27 @@ graph_drive(struct graph *g, struct drive *d)
 	struct conn *c;
 	struct body b;
 
-	memset(d, 0, sizeof(*d));
-	req_init(&q, "GET");
-	if (graph_request(g, g->base, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
-		return -1;
-	if (r.status != 200)
-		return graph_error(c, &r, "drive");
-	b.c = c;
-	b.r = &r;
-	json_init(&j, body_read, &b);
-	return body_end(&b, &j, json_next(&j) != JSON_OBJ ||
-	    parse_drive(&j, d, 0, "") == -1 || json_next(&j) != JSON_END,
-	    "drive reply");
+	int	 attempt = 0, rc;
+
+	do {
+		memset(d, 0, sizeof(*d));
+		req_init(&q, "GET");
+		if (graph_request(g, g->base, &q, &r, &c, G_AUTH |
+		    G_IDEMPOTENT) == -1)
+			return -1;
+		if (r.status != 200)
+			return graph_error(c, &r, "drive");
+		b.c = c;
+		b.r = &r;
+		hush = 1;
+		body_broke = 0;
+		json_init(&j, body_read, &b);
+		rc = body_end(&b, &j, json_next(&j) != JSON_OBJ ||
+		    parse_drive(&j, d, 0, "") == -1 ||
+		    json_next(&j) != JSON_END, "drive reply");
+		hush = 0;
+	} while (rc == -1 && graph_again(&attempt));
+	return rc;
 }
 
 /* == 12. Commands ========================================================= */

@@ -235,7 +235,7 @@ t_page(const uint8_t *d, size_t n)
 	fconn(b, n, 0);
 	fresp(&r, n);
 	if (parse_page(&fc, &r, count_item, &count, next, sizeof(next),
-	    &pages) == 0 &&
+	    &pages, 0) == 0 &&
 	    next[0])
 		(void)url_parse(next, &u);
 	free(b);
@@ -416,7 +416,7 @@ t_hpage(const uint8_t *d, size_t n)
 			(void)graph_error(&fc, &r, "fuzz");
 		else
 			(void)parse_page(&fc, &r, count_item, &count, next,
-			    sizeof(next), &pages);
+			    sizeof(next), &pages, 0);
 	}
 	exit_status = 0;
 	free(b);

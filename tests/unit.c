@@ -960,7 +960,7 @@ test_graph_docs(void)
 		names[0] = '\0';
 		CHECK(http_recv_head(&c, &r, 0) == 0);
 		CHECK(parse_page(&c, &r, page_collect, names, next,
-		    sizeof(next), &count) == 0);
+		    sizeof(next), &count, 0) == 0);
 		CHECK(count == 2);
 		CHECK_STR(names, "a b|sub/|");
 		CHECK_STR(next, "https://g.example/next?p=2");

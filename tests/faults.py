@@ -1,0 +1,815 @@
+#!/usr/bin/env python3
+"""The fault matrix: odcp against tests/fakegraph.py with faults injected
+(POST /faults; see fakegraph.py's docstring).  Python 3 standard library.
+
+    python3 tests/faults.py [-k SUBSTRING[,SUBSTRING...]] [-v]
+
+Uses tests/e2e.py's harness (one emulator for the run, a fresh config dir
+per test, ODCP_RETRY_SCALE=0.01 so a Retry-After of 100 s waits 1 s).  Each
+test injects one kind of failure into one command and asserts the end:
+the transfer is byte-identical, or odcp exits with the documented status
+and one error line, no file that failed its check has the target's name,
+and the token file is as it was.  The assertions read the emulator's
+request log (what odcp sent, to which host, with or without
+Authorization), not only odcp's output.  Last line: "faults: N passed,
+M failed".
+"""
+import os, re, resource, signal, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import e2e  # noqa: E402
+from e2e import EMU, MiB, UNIT, read, qxh, kv_lines, content_range  # noqa: E402
+
+TESTS = []
+SCALE = 0.01                     # ODCP_RETRY_SCALE in e2e.Ctx.env
+FRAG = 4 * UNIT                  # 1.25 MiB fragments keep the uploads short
+PUT_FRAG = ("--fragment-size", str(FRAG))
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def faults(*rules):
+    return EMU.ctl("POST", "/faults", {"rules": list(rules)})["ids"]
+
+
+def rules():
+    return {r["id"]: r for r in EMU.ctl("GET", "/faults")["rules"]}
+
+
+def blob(n, seed=1):
+    """n reproducible, incompressible-looking bytes."""
+    out, x = bytearray(), seed
+    while len(out) < n:
+        x = (x * 6364136223846793005 + 1442695040888963407) & (2 ** 64 - 1)
+        out += x.to_bytes(8, "little")
+    return bytes(out[:n])
+
+
+def ups(log):
+    return [x for x in log if x["listener"] == "upload"]
+
+
+def frags(log):
+    """(start, end, total, status, target) of each fragment PUT."""
+    return [content_range(x) + (x["status"], x["target"]) for x in ups(log)
+            if x["method"] == "PUT" and content_range(x)]
+
+
+def sessions_created(log):
+    return [x for x in log if x["listener"] == "graph" and x["method"] == "POST"
+            and x["path"].endswith("/createUploadSession")]
+
+
+def no_auth_on_preauth(t, log, what):
+    bad = [(x["listener"], x["method"], x["status"]) for x in log if x["listener"] in ("download", "upload") and x["auth"]]
+    t.eq(bad, [], "%s: Authorization sent to a pre-authenticated host" % what)
+
+
+def token_snapshot(t):
+    return read(t.token_path())
+
+
+def put_big(t, size, remote="/f/big.bin", seed=7, glob=(), timeout=120, want=0):
+    """put a file of size bytes, above the simple-upload limit, with global
+    options glob; returns its bytes, the run and the emulator's log."""
+    assert size > e2e.SIMPLE_MAX, "an upload session needs more than 4 MiB"
+    data = blob(size, seed)
+    src = t.local("big-%d.bin" % seed, data) if not os.path.exists(t.local("big-%d.bin" % seed)) else t.local("big-%d.bin" % seed)
+    EMU.clear_log()
+    r = t.status(want, *glob, "put", *PUT_FRAG, src, remote, timeout=timeout)
+    return data, r, EMU.log()
+
+
+def uploaded_ok(t, remote, data, what):
+    e = EMU.tree().get(remote)
+    if t.check(e is not None, "%s: %s missing on the service" % (what, remote)):
+        t.eq((e["size"], e["quickXorHash"]), (len(data), qxh(data)), "%s: size and quickXorHash on the service" % what)
+        t.check(EMU.file(remote) == data, "%s: bytes on the service differ" % what)
+
+
+def contiguous(t, fr, size, what):
+    """Fragments accepted (2xx) cover 0..size-1 with no gap."""
+    got = sorted((a, b) for a, b, _, st, _ in fr if st in (200, 201, 202))
+    pos = 0
+    for a, b in got:
+        if a > pos:
+            t.check(False, "%s: gap in accepted fragments at %d: %r" % (what, pos, got))
+            return
+        pos = max(pos, b + 1)
+    t.eq(pos, size, "%s: bytes covered by accepted fragments" % what)
+
+
+def gap_after(log, rid):
+    """Seconds between the request a rule fired on and the next request."""
+    i = [n for n, x in enumerate(log) if x.get("fault") == rid]
+    if not i or i[-1] + 1 >= len(log):
+        return None
+    return log[i[-1] + 1]["t"] - log[i[-1]]["t"]
+
+
+# ============================================================ uploads
+@test
+def test_put_connection_dropped_mid_fragment(t):
+    """The upload host reads 100 KiB of fragment 2 and resets the
+    connection: odcp asks the session (GET, no Authorization) and sends
+    from the server's nextExpectedRanges."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 5 * FRAG + 1000
+    rid, = faults({"listener": "upload", "method": "PUT", "nth": 2, "drop_request_after": 100 * 1024})
+    data, r, log = put_big(t, size)
+    uploaded_ok(t, "/f/big.bin", data, "dropped fragment")
+    u = ups(log)
+    i = [n for n, x in enumerate(u) if x.get("fault") == rid]
+    t.check(len(i) == 1 and i[0] + 1 < len(u) and u[i[0] + 1]["method"] == "GET",
+            "after the drop: want a GET on the session, got %r" % [(x["method"], x["status"]) for x in u])
+    fr = frags(log)
+    t.eq([a for a, *_ in fr], [0, FRAG, FRAG, 2 * FRAG, 3 * FRAG, 4 * FRAG, 5 * FRAG], "fragment starts")
+    contiguous(t, fr, size, "dropped fragment")
+    t.eq(len(sessions_created(log)), 1, "upload sessions created")
+    no_auth_on_preauth(t, log, "dropped fragment")
+
+
+@test
+def test_put_429_retry_after_on_fragment(t):
+    """429 with Retry-After: 100 on fragment 3 is waited out (scaled to 1 s),
+    then the session is asked and the upload ends byte-identical."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG
+    rid, = faults({"listener": "upload", "method": "PUT", "nth": 3, "status": 429, "headers": {"Retry-After": "100"}})
+    data, r, log = put_big(t, size)
+    uploaded_ok(t, "/f/big.bin", data, "429 on a fragment")
+    g = gap_after(ups(log), rid)
+    t.check(g is not None and g >= 100 * SCALE * 0.95, "wait after 429 Retry-After 100: %r s, want >= %.2f" % (g, 100 * SCALE))
+    t.check(g is not None and g < 100 * SCALE + 30, "wait after 429 far too long: %r" % g)
+    contiguous(t, frags(log), size, "429")
+    t.eq(len(sessions_created(log)), 1, "upload sessions created")
+
+
+@test
+def test_put_500_then_success(t):
+    """500 on a fragment and on a simple upload: tried again, ends intact."""
+    t.login()
+    EMU.seed_folder("/f")
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 500},
+           {"listener": "graph", "method": "PUT", "path": "small\\.txt", "status": 500, "times": 2})
+    data, r, log = put_big(t, 4 * FRAG + 5)
+    uploaded_ok(t, "/f/big.bin", data, "500 on a fragment")
+    contiguous(t, frags(log), 4 * FRAG + 5, "500 on a fragment")
+    t.eq([f[3] for f in frags(log)][:2], [202, 500], "fragment statuses")
+    small = b"small file\n" * 100
+    EMU.clear_log()
+    t.ok("put", t.local("small.txt", small), "/f/small.txt")
+    uploaded_ok(t, "/f/small.txt", small, "500 on a simple upload")
+    puts = [x["status"] for x in EMU.log() if x["listener"] == "graph" and x["method"] == "PUT"]
+    t.eq(puts[:3], [500, 500, 201], "simple upload PUT statuses")
+
+
+@test
+def test_put_401_mid_upload(t):
+    """put -r of two large files; every access token expires while the
+    first one's fragments are in flight (they need none: pre-authenticated).
+    The second file's first Graph request gets 401: odcp renews once,
+    replays, and both files arrive; the token file gets the new tokens."""
+    t.login()
+    EMU.seed_folder("/f")
+    a, b = blob(4 * FRAG, 41), blob(4 * FRAG + 9, 42)
+    t.local("tree/a.bin", a)
+    t.local("tree/b.bin", b)
+    before = t.token()
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "expire_token": True})
+    EMU.clear_log()
+    t.ok("put", "-r", *PUT_FRAG, t.local("tree"), "/f/tree", timeout=120)
+    log = EMU.log()
+    uploaded_ok(t, "/f/tree/a.bin", a, "first file")
+    uploaded_ok(t, "/f/tree/b.bin", b, "second file, after the 401")
+    g = [x for x in log if x["listener"] == "graph"]
+    i401 = [n for n, x in enumerate(g) if x["status"] == 401]
+    t.eq(len(i401), 1, "401s from Graph after the tokens expired")
+    if i401 and i401[0] + 1 < len(g):
+        t.eq((g[i401[0] + 1]["method"], g[i401[0] + 1]["path"]), (g[i401[0]]["method"], g[i401[0]]["path"]),
+             "the request after the 401 is the same one, replayed")
+    t.eq(len(e2e.token_posts(log)), 1, "token refreshes")
+    t.check(t.token().get("access_token") != before.get("access_token"), "access token not replaced in the token file")
+    t.eq(t.token().get("refresh_token"), EMU.tokens()["refresh_issued"][-1], "stored refresh token")
+    no_auth_on_preauth(t, log, "401 mid-upload")
+
+
+@test
+def test_put_401_from_upload_host(t):
+    """A 401 from the upload host is not a Graph token problem: no refresh,
+    the session is asked and the upload goes on."""
+    t.login()
+    EMU.seed_folder("/f")
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 401})
+    data, r, log = put_big(t, 4 * FRAG)
+    uploaded_ok(t, "/f/big.bin", data, "401 from the upload host")
+    t.eq([f[3] for f in frags(log)][:2], [202, 401], "fragment statuses")
+    t.eq(len(e2e.token_posts(log)), 0, "token refreshes for an upload-host 401")
+    no_auth_on_preauth(t, log, "401 from the upload host")
+
+
+@test
+def test_second_401_exits_3_token_untouched(t):
+    """Graph refuses the access token, and the renewed one too: exit 3 with
+    'odcp login' named, one refresh, and the token file keeps the rotated
+    refresh token (it is not erased, nor left at the old one)."""
+    t.login()
+    EMU.seed_folder("/f")
+    faults({"listener": "graph", "status": 401, "times": 10})
+    EMU.clear_log()
+    r = t.status(3, "ls", "/f")
+    t.check("odcp login" in r.err, "exit 3 without saying to sign in: %r" % r.err)
+    log = EMU.log()
+    t.eq(len(e2e.token_posts(log)), 1, "refreshes after two 401s")
+    t.eq([x["status"] for x in log if x["listener"] == "graph"], [401, 401], "Graph statuses")
+    t.eq(t.token().get("refresh_token"), EMU.tokens()["refresh_issued"][-1], "refresh token kept in the token file")
+    EMU.ctl("POST", "/faults/clear")
+    t.ok("ls", "/f")
+
+
+@test
+def test_put_session_expired(t):
+    """The session vanishes under fragment 3 (404 uploadSessionNotFound):
+    a new session, from byte 0, and every later fragment goes to the new URL."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG + 77
+    faults({"listener": "upload", "method": "PUT", "nth": 3, "expire_session": True})
+    data, r, log = put_big(t, size)
+    uploaded_ok(t, "/f/big.bin", data, "expired session")
+    t.eq(len(sessions_created(log)), 2, "upload sessions created")
+    fr = frags(log)
+    urls = []
+    for *_, tgt in fr:
+        if tgt not in urls:
+            urls.append(tgt)
+    t.eq(len(urls), 2, "distinct session URLs used")
+    if len(urls) == 2:
+        first_new = [n for n, f in enumerate(fr) if f[4] == urls[1]][0]
+        t.check(all(f[4] == urls[1] for f in fr[first_new:]), "a fragment went to the old session after the new one")
+        t.eq(fr[first_new][0], 0, "the new session starts at byte")
+        contiguous(t, [f for f in fr if f[4] == urls[1]], size, "new session")
+
+
+@test
+def test_put_416_after_lost_response(t):
+    """Fragment 2 is stored but its answer lost; fragment 3 then gets 416.
+    odcp asks the session each time and ends byte-identical, never past a cap."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 5 * FRAG
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "lose_response": True},
+           {"listener": "upload", "method": "PUT", "nth": 3, "status": 416})
+    data, r, log = put_big(t, size)
+    uploaded_ok(t, "/f/big.bin", data, "416 after a lost response")
+    gets = [x for x in ups(log) if x["method"] == "GET"]
+    t.check(len(gets) >= 2, "session status asked %d times, want >= 2" % len(gets))
+    fr = frags(log)
+    t.check(len(fr) <= 8, "fragments sent: %d for 5" % len(fr))
+    contiguous(t, fr, size, "416")
+
+
+@test
+def test_put_next_expected_ranges_shapes(t):
+    """The session's answers name what it needs in the shapes the reference
+    allows: "N-", "N-M", several ranges.  odcp follows the server, and a
+    range beyond the file is a protocol error (exit 1, nothing committed)."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG
+    # fragment 2 fails; the status answer says only FRAG-(2*FRAG-1) and 3*FRAG- are missing
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 503},
+           {"listener": "upload", "method": "GET", "nth": 1,
+            "next_expected_ranges": ["%d-%d" % (FRAG, 2 * FRAG - 1), "%d-" % (3 * FRAG)]})
+    data, r, log = put_big(t, size)
+    fr = frags(log)
+    starts = [a for a, *_ in fr]
+    u = ups(log)
+    t.eq([(x["method"], x["status"]) for x in u[1:4]], [("PUT", 503), ("GET", 200), ("PUT", 202)],
+         "after a 503 on a fragment: ask the session, then send")
+    t.eq(starts[:2], [0, FRAG], "first fragments")
+    t.check(FRAG in starts[2:] and 3 * FRAG in starts[2:], "after the status answer, want fragments at %d and %d: %r"
+            % (FRAG, 3 * FRAG, starts))
+    # what the server really lacks (2*FRAG..3*FRAG-1) is asked for again at the end
+    uploaded_ok(t, "/f/big.bin", data, "two-range answer")
+    # nonsense: a range past the end of the file
+    faults({"listener": "upload", "method": "PUT", "nth": 1, "status": 503},
+           {"listener": "upload", "method": "GET", "nth": 1, "next_expected_ranges": ["%d-" % (size + UNIT)]})
+    EMU.clear_log()
+    r = t.status(1, "put", *PUT_FRAG, t.local("big-7.bin"), "/f/bad.bin", timeout=60)
+    t.eq(len([x for x in ups(EMU.log()) if x["method"] == "GET"]), 1, "status requests before the protocol error")
+    t.check(re.search(r"range|protocol|session", r.err, re.I) is not None, "no protocol error named: %r" % r.err)
+    t.check("/f/bad.bin" not in EMU.tree(), "a file was committed after a nonsense range")
+    t.check("tempauth" not in r.err and "/up/" not in r.err, "upload URL in the error: %r" % r.err)
+
+
+@test
+def test_put_fragment_loop_is_capped(t):
+    """A session that always answers 'send from 0' and always fails the
+    fragment cannot keep odcp busy forever: it gives up with exit 1."""
+    t.login()
+    EMU.seed_folder("/f")
+    faults({"listener": "upload", "method": "PUT", "status": 500, "times": 10000},
+           {"listener": "upload", "method": "GET", "times": 10000, "next_expected_ranges": ["0-"]})
+    EMU.clear_log()
+    r = t.status(1, "--retries", "3", "put", *PUT_FRAG, t.local("x.bin", blob(4 * FRAG)), "/f/x.bin", timeout=120)
+    n = len(frags(EMU.log()))
+    t.check(n <= 20, "fragments sent before giving up: %d" % n)
+    t.check("/f/x.bin" not in EMU.tree(), "file created")
+
+
+@test
+def test_put_resume_across_runs(t):
+    """A run breaks off mid-upload (the upload host keeps failing); the next
+    run of the same put resumes from the server's nextExpectedRanges with
+    fewer bytes than the file; a changed local file starts afresh, says why,
+    and cancels the stale session."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 6 * FRAG
+    data = blob(size, 11)
+    src = t.local("resume.bin", data)
+    faults({"listener": "upload", "method": "PUT", "nth": 4, "status": 503, "times": 1000})
+    EMU.clear_log()
+    r = t.status(1, "--retries", "1", "put", *PUT_FRAG, src, "/f/resume.bin", timeout=60)
+    t.check(re.search(r"resum|again|rerun", r.err, re.I) is not None, "the error does not say a rerun resumes: %r" % r.err)
+    state = os.path.join(t.cfg, "state")
+    files = os.listdir(state) if os.path.isdir(state) else []
+    t.eq(len([f for f in files if "-put-" in f]), 1, "put state files after the failed run")
+    for f in files:
+        st = os.stat(os.path.join(state, f))
+        t.eq(st.st_mode & 0o777, 0o600, "mode of state file %s" % f)
+    t.check("/up/" not in r.err and "/up/" not in r.text, "upload URL printed")
+    EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    r = t.ok("-v", "put", *PUT_FRAG, src, "/f/resume.bin", timeout=60)
+    log = EMU.log()
+    sent = sum(x["body_len"] for x in ups(log) if x["method"] == "PUT")
+    t.check(0 < sent < size, "second run sent %d bytes of %d" % (sent, size))
+    t.eq(len(sessions_created(log)), 0, "sessions created by the resuming run")
+    t.check("/up/" not in r.err, "upload URL in -v output")
+    uploaded_ok(t, "/f/resume.bin", data, "resumed across runs")
+    t.eq([f for f in (os.listdir(state) if os.path.isdir(state) else []) if "-put-" in f], [], "state files left after success")
+    # the same again, but the local file changes between the runs
+    faults({"listener": "upload", "method": "PUT", "nth": 3, "status": 503, "times": 1000})
+    t.status(1, "--retries", "1", "put", *PUT_FRAG, src, "/f/changed.bin", timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    data2 = blob(size, 12)
+    with open(src, "wb") as f:
+        f.write(data2)
+    EMU.clear_log()
+    r = t.ok("put", *PUT_FRAG, src, "/f/changed.bin", timeout=60)
+    t.check(re.search(r"changed|afresh|start", r.err, re.I) is not None, "no reason given for starting afresh: %r" % r.err)
+    log = EMU.log()
+    t.check(any(x["method"] == "DELETE" for x in ups(log)), "the stale session was not cancelled with DELETE")
+    t.eq(len(sessions_created(log)), 1, "sessions created after the local file changed")
+    uploaded_ok(t, "/f/changed.bin", data2, "changed file uploaded afresh")
+
+
+@test
+def test_put_state_dir_secret_at_vv(t):
+    """-vv shows headers but never the upload URL in full."""
+    t.login()
+    EMU.seed_folder("/f")
+    data, r, log = put_big(t, 4 * FRAG, glob=("-vv",))
+    t.check(len(r.err.splitlines()) > 10, "-vv printed little: %r" % r.err[:300])
+    urls = {x["target"] for x in ups(log)}
+    for u in urls:
+        tok = u.rsplit("/", 1)[-1]
+        t.check(tok not in r.err and tok not in r.text, "upload session id printed at -vv")
+
+
+# ============================================================ downloads
+def seed_big(size, path="/d/big.bin", seed=21):
+    data = blob(size, seed)
+    EMU.seed(path, data)
+    return data
+
+
+def dl_gets(log):
+    return [x for x in log if x["listener"] == "download" and x["method"] == "GET"]
+
+
+@test
+def test_get_connection_dropped_mid_body(t):
+    """The download host sends 1 MiB and drops: resumed with Range in the
+    same run, byte-identical, no partial file left."""
+    t.login()
+    data = seed_big(6 * MiB + 3)
+    faults({"listener": "download", "nth": 1, "drop_response_after": MiB})
+    EMU.clear_log()
+    out = t.local("out/big.bin")
+    os.makedirs(os.path.dirname(out))
+    t.ok("get", "/d/big.bin", out, timeout=60)
+    t.check(read(out) == data, "downloaded bytes differ")
+    g = dl_gets(EMU.log())
+    t.check(len(g) == 2 and g[1]["headers"].get("range", "").startswith("bytes=") and
+            int(re.match(r"bytes=(\d+)-", g[1]["headers"].get("range", "bytes=0-")).group(1)) >= MiB - 65536,
+            "want a second GET with Range from about 1 MiB: %r" % [(x["status"], x["headers"].get("range")) for x in g])
+    t.eq(sorted(os.listdir(os.path.dirname(out))), ["big.bin"], "files beside the target")
+    no_auth_on_preauth(t, EMU.log(), "dropped download")
+
+
+@test
+def test_get_stalled_body_times_out_and_resumes(t):
+    """The download host sends 512 KiB and goes silent: --timeout 2 notices,
+    the rest comes with Range."""
+    t.login()
+    data = seed_big(3 * MiB, seed=22)
+    faults({"listener": "download", "nth": 1, "stall": 30, "stall_after_bytes": 512 * 1024})
+    out = t.local("stall.bin")
+    EMU.clear_log()
+    t0 = time.time()
+    t.ok("--timeout", "2", "get", "/d/big.bin", out, timeout=60)
+    t.check(time.time() - t0 < 25, "the stall was not noticed before the server gave up (%.1fs)" % (time.time() - t0))
+    t.check(read(out) == data, "bytes differ after a stall")
+    g = dl_gets(EMU.log())
+    t.check(len(g) >= 2 and "range" in g[-1]["headers"], "no Range request after the stall: %r" % [x["headers"].get("range") for x in g])
+
+
+@test
+def test_stalled_server_ls(t):
+    """Graph accepts the request and says nothing: --timeout 2 gives up on
+    that attempt, the retry works.  With every attempt stalled: exit 1
+    within the budget, never a hang."""
+    t.login()
+    EMU.seed("/s/a.txt", b"a")
+    faults({"listener": "graph", "path": "children", "nth": 1, "stall": 30})
+    r = t.ok("--timeout", "2", "ls", "/s")
+    t.eq(r.lines(), ["a.txt"], "listing after a stall")
+    faults({"listener": "graph", "path": "children", "stall": 30, "times": 100})
+    t0 = time.time()
+    r = t.status(1, "--timeout", "1", "--retries", "2", "ls", "/s", timeout=60)
+    t.check(time.time() - t0 < 20, "gave up after %.1fs" % (time.time() - t0))
+    t.check(re.search(r"time", r.err, re.I) is not None, "error does not name the timeout: %r" % r.err)
+
+
+@test
+def test_get_200_instead_of_206(t):
+    """A resumed download answered with 200 (the whole file) restarts the
+    partial file cleanly: the result is the file, not prefix + file."""
+    t.login()
+    data = seed_big(3 * MiB, seed=23)
+    faults({"listener": "download", "nth": 1, "drop_response_after": MiB},
+           {"listener": "download", "nth": 2, "ignore_range": True})
+    out = t.local("r200.bin")
+    EMU.clear_log()
+    t.ok("get", "/d/big.bin", out, timeout=60)
+    t.check(read(out) == data, "bytes differ")
+    g = dl_gets(EMU.log())
+    t.eq([(x["status"], "range" in x["headers"]) for x in g], [(200, False), (200, True)], "download GETs (status, Range sent)")
+
+
+@test
+def test_get_expired_download_url(t):
+    """The pre-authenticated URL answers 403 (expired) on the resume: odcp
+    asks Graph for a fresh one without renewing its token, and finishes."""
+    t.login()
+    data = seed_big(4 * MiB, seed=24)
+    for status in (401, 403, 404):
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "download", "nth": 1, "drop_response_after": MiB},
+               {"listener": "download", "nth": 2, "status": status})
+        out = t.local("exp-%d.bin" % status)
+        EMU.clear_log()
+        t.ok("get", "/d/big.bin", out, timeout=60)
+        t.check(read(out) == data, "%d: bytes differ" % status)
+        log = EMU.log()
+        t.eq(len(e2e.token_posts(log)), 0, "%d: token refreshes for an expired download URL" % status)
+        c = [x for x in log if x["listener"] == "graph" and x["path"].endswith("/content")]
+        t.eq(len(c), 2, "%d: GET .../content (fresh download URLs)" % status)
+
+
+@test
+def test_get_resume_across_runs_and_verify(t):
+    """A get that fails leaves .NAME.odcp-part and no target; the next get
+    resumes with Range if the remote item is unchanged, restarts if it
+    changed; a hash mismatch is an error that shows both values and never
+    takes the target's name."""
+    t.login()
+    data = seed_big(5 * MiB, seed=25)
+    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
+           {"listener": "download", "nth": 2, "status": 503, "times": 100})
+    out = t.local("res/big.bin")
+    os.makedirs(os.path.dirname(out))
+    r = t.status(1, "--retries", "1", "get", "/d/big.bin", out, timeout=60)
+    t.check(not os.path.exists(out), "target exists after a failed get")
+    parts = [f for f in os.listdir(os.path.dirname(out)) if f.endswith(".odcp-part")]
+    t.eq(parts, [".big.bin.odcp-part"], "partial file")
+    EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    t.ok("get", "/d/big.bin", out, timeout=60)
+    t.check(read(out) == data, "bytes differ after resuming")
+    g = dl_gets(EMU.log())
+    m = re.match(r"bytes=(\d+)-", (g[0]["headers"].get("range") or "") if g else "")
+    t.check(m is not None and int(m.group(1)) > 0, "second run did not resume with Range: %r" % [x["headers"].get("range") for x in g])
+    t.eq(sorted(os.listdir(os.path.dirname(out))), ["big.bin"], "files after resuming")
+    # changed remote: the partial file is not reused
+    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
+           {"listener": "download", "nth": 2, "status": 503, "times": 100})
+    out2 = t.local("res/two.bin")
+    EMU.seed("/d/two.bin", data)
+    t.status(1, "--retries", "1", "get", "/d/two.bin", out2, timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    new = blob(5 * MiB, 26)
+    EMU.seed("/d/two.bin", new)
+    EMU.clear_log()
+    t.ok("get", "/d/two.bin", out2, timeout=60)
+    t.check(read(out2) == new, "a changed remote file was spliced onto the old partial file")
+    g = dl_gets(EMU.log())
+    t.check(all("range" not in x["headers"] or x["headers"]["range"].startswith("bytes=0-") for x in g[:1]),
+            "resumed a partial file of another version: %r" % [x["headers"].get("range") for x in g])
+
+
+@test
+def test_get_truncated_chunked_json(t):
+    """A listing page and an item lookup whose chunked JSON is cut short are
+    retried (GETs are idempotent); with every answer cut, exit 1."""
+    t.login()
+    for i in range(5):
+        EMU.seed("/t/f%d.txt" % i, b"x" * i)
+    faults({"listener": "graph", "path": "children", "nth": 1, "truncate_chunked": True})
+    r = t.ok("ls", "/t")
+    t.eq(r.lines(), ["f%d.txt" % i for i in range(5)], "listing after a truncated page")
+    faults({"listener": "graph", "path": "f3", "nth": 1, "truncate_chunked": True})
+    r = t.ok("stat", "/t/f3.txt")
+    t.eq(kv_lines(r.text).get("size"), "3", "stat after a truncated answer")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "path": "children", "truncate_chunked": True, "times": 100})
+    r = t.status(1, "--retries", "2", "ls", "/t")
+
+
+@test
+def test_ls_503_http_date_retry_after(t):
+    """503 on the second listing page with Retry-After as an HTTP-date 100 s
+    after the response's Date, on a server whose clock is an hour ahead:
+    odcp waits about 100 s (scaled: 1 s), not an hour, and lists all."""
+    t.login()
+    EMU.config(page_size=3)
+    for i in range(7):
+        EMU.seed("/p/n%d" % i, b"")
+    rid, = faults({"listener": "graph", "path": "skiptoken", "nth": 1, "status": 503,
+                   "retry_after_date": 100, "date_skew": 3600})
+    EMU.clear_log()
+    r = t.ok("ls", "/p", timeout=60)
+    t.eq(r.lines(), ["n%d" % i for i in range(7)], "listing")
+    g = gap_after([x for x in EMU.log() if x["listener"] == "graph"], rid)
+    t.check(g is not None and 100 * SCALE * 0.9 <= g < 100 * SCALE + 20, "wait after an HTTP-date Retry-After: %r s" % g)
+
+
+@test
+def test_500_then_success_each_command(t):
+    """500 once on the first Graph request of each command: all succeed."""
+    t.login()
+    EMU.seed("/m/a.txt", b"hello")
+    cases = [("ls", "/m"), ("stat", "/m/a.txt"), ("get", "/m/a.txt", "-"), ("rm", "/m/a.txt"),
+             ("mkdir", "/m/new"), ("whoami",)]
+    for args in cases:
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "graph", "nth": 1, "status": 500})
+        r = t.run(*args)
+        t.eq(r.rc, 0, "odcp %s after one 500 (stderr %r)" % (" ".join(args), r.err))
+    tree = EMU.tree()
+    t.check("/m/a.txt" not in tree and "/m/new" in tree, "rm/mkdir effects: %r" % sorted(tree))
+
+
+@test
+def test_mkdir_lost_answer_not_repeated_blindly(t):
+    """The folder is made but the answer is lost: odcp reads it back, takes
+    it as made, exits 0, and sends one POST."""
+    t.login()
+    EMU.seed_folder("/m")
+    faults({"listener": "graph", "method": "POST", "path": "children", "nth": 1, "lose_response": True})
+    EMU.clear_log()
+    t.ok("mkdir", "/m/once")
+    posts = [x for x in EMU.log() if x["method"] == "POST" and x["listener"] == "graph"]
+    t.eq(len(posts), 1, "POSTs to create the folder")
+    t.check("/m/once" in EMU.tree(), "folder missing")
+
+
+@test
+def test_post_write_404_retried(t):
+    """Right after mkdir, the new folder is briefly 404: a put into it retries
+    that lookup; a 404 elsewhere is final at once (exit 4)."""
+    t.login()
+    faults({"listener": "graph", "method": "GET", "path": "fresh", "nth": 1, "status": 404, "times": 2})
+    t.ok("mkdir", "/fresh")
+    t.ok("put", t.local("x.txt", b"x"), "/fresh/x.txt")
+    t.check("/fresh/x.txt" in EMU.tree(), "file missing")
+    EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    t.status(4, "stat", "/nope")
+    t.eq(len([x for x in EMU.log() if x["listener"] == "graph"]), 1, "lookups of a missing item")
+
+
+@test
+def test_get_disk_full(t):
+    """A file size limit (as a full disk) stops get with exit 1 naming the
+    file; the target never appears; the token file is intact."""
+    t.login()
+    seed_big(2 * MiB, seed=27)
+    before = token_snapshot(t)
+    out = t.local("full/big.bin")
+    os.makedirs(os.path.dirname(out))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MiB, MiB))
+
+    argv = t.argv(["get", "/d/big.bin", out])
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=t.env(), timeout=60, preexec_fn=limit)
+    err = p.stderr.decode()
+    t.eq(p.returncode, 1, "exit status on a full disk (stderr %r)" % err)
+    t.check(len(err.strip().splitlines()) == 1 and "big.bin" in err, "want one error line naming the file: %r" % err)
+    t.check(not os.path.exists(out), "target exists after a write error")
+    t.eq(token_snapshot(t), before, "token file after a write error")
+    # /dev/full as standard output
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run(t.argv(["get", "/d/big.bin", "-"]), stdout=full, stderr=subprocess.PIPE, env=t.env(), timeout=60)
+    t.eq(p.returncode, 1, "exit status writing to /dev/full (stderr %r)" % p.stderr)
+    # a read-only target folder
+    ro = t.local("ro")
+    os.makedirs(ro)
+    os.chmod(ro, 0o500)
+    if os.geteuid() != 0:
+        r = t.status(1, "get", "/d/big.bin", os.path.join(ro, "x.bin"))
+        t.check(not os.path.exists(os.path.join(ro, "x.bin")), "file in a read-only folder")
+
+
+# ============================================================ sign-in and tokens
+@test
+def test_token_endpoint_errors_classified(t):
+    """Transient token-endpoint errors are retried; invalid_grant exits 3
+    naming the AADSTS code and suggesting login; invalid_client exits 2.
+    The token file is untouched by the failures."""
+    t.login()
+    EMU.seed("/k.txt", b"k")
+    EMU.ctl("POST", "/expire_tokens")
+    faults({"listener": "login", "path": "token", "nth": 1, "status": 503, "headers": {"Retry-After": "50"}},
+           {"listener": "login", "path": "token", "nth": 2, "status": 500})
+    t.ok("stat", "/k.txt")
+    EMU.ctl("POST", "/faults/clear")
+    before = token_snapshot(t)
+    EMU.ctl("POST", "/expire_tokens")
+    faults({"listener": "login", "path": "token", "status": 400, "times": 10,
+            "body": {"error": "invalid_grant", "error_description": "AADSTS70008: The provided authorization code or "
+                     "refresh token has expired due to inactivity.", "error_codes": [70008]}})
+    r = t.status(3, "stat", "/k.txt")
+    t.check("AADSTS70008" in r.err and "login" in r.err, "invalid_grant: want the code and 'login' named: %r" % r.err)
+    t.eq(token_snapshot(t), before, "token file after invalid_grant")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "login", "path": "token", "status": 401, "times": 10,
+            "body": {"error": "invalid_client", "error_description": "AADSTS7000218: The request body must contain the "
+                     "following parameter: 'client_assertion' or 'client_secret'.", "error_codes": [7000218]}})
+    r = t.status(2, "stat", "/k.txt")
+    t.check("AADSTS7000218" in r.err and re.search(r"public client|registration", r.err, re.I) is not None,
+            "invalid_client: want the code and what to fix: %r" % r.err)
+    t.eq(token_snapshot(t), before, "token file after invalid_client")
+
+
+@test
+def test_two_processes_refresh_once(t):
+    """Two odcp started together with an expired access token under strict
+    rotation: both succeed, one refresh, and the stored refresh token is the
+    newest one (a third run still works)."""
+    t.login()
+    EMU.seed("/c.txt", b"c")
+    EMU.config(strict_rotation=True)
+    EMU.ctl("POST", "/expire_tokens")
+    faults({"listener": "login", "path": "token", "nth": 1, "delay": 1.0})
+    EMU.clear_log()
+    a = t.bg("stat", "/c.txt")
+    b = t.bg("stat", "/c.txt")
+    ra, rb = a.finish(60), b.finish(60)
+    t.eq((ra, rb), (0, 0), "exit statuses (stderr %r / %r)" % (a.err_lines, b.err_lines))
+    t.eq(len(e2e.token_posts(EMU.log())), 1, "refreshes by two processes")
+    EMU.ctl("POST", "/expire_tokens")
+    t.ok("stat", "/c.txt")
+
+
+# ============================================================ kill -9 and rerun
+def kill_when(t, args, pred, what, timeout=120):
+    b = t.bg(*args)
+    deadline = time.time() + timeout
+    while time.time() < deadline and b.p.poll() is None:
+        if pred():
+            b.p.send_signal(signal.SIGKILL)
+            b.p.wait(10)
+            return True
+        time.sleep(0.05)
+    t.check(False, "%s: odcp ended (rc %s) before it could be killed" % (what, b.p.poll()))
+    return False
+
+
+@test
+def test_kill9_put_and_get_50mib_then_resume(t):
+    """kill -9 in the middle of a 50 MiB put and of a 50 MiB get; the rerun
+    finishes byte-identical and moves fewer bytes than the file."""
+    t.login()
+    EMU.seed_folder("/k")
+    size = 50 * MiB
+    data = blob(size, 31)
+    src = t.local("fifty.bin", data)
+    EMU.clear_log()
+    # slow the upload host down so the kill lands mid-upload
+    faults({"listener": "upload", "method": "PUT", "delay": 0.2, "times": 1000})
+
+    def half_up():
+        return sum(x["body_len"] for x in EMU.ctl("GET", "/log") if x["listener"] == "upload" and x["status"] == 202) >= 20 * MiB
+    if kill_when(t, ("put", "--fragment-size", str(16 * UNIT), src, "/k/fifty.bin"), half_up, "put"):
+        EMU.ctl("POST", "/faults/clear")
+        EMU.clear_log()
+        t.ok("put", "--fragment-size", str(16 * UNIT), src, "/k/fifty.bin", timeout=120)
+        sent = sum(x["body_len"] for x in ups(EMU.log()) if x["method"] == "PUT")
+        t.check(0 < sent < size, "rerun of put sent %d bytes of %d" % (sent, size))
+        t.eq(len(sessions_created(EMU.log())), 0, "sessions created by the rerun")
+        uploaded_ok(t, "/k/fifty.bin", data, "put after kill -9")
+    # get: kill once the partial file holds 20 MiB
+    EMU.seed("/k/down.bin", data)
+    out = t.local("down/fifty.bin")
+    os.makedirs(os.path.dirname(out))
+    part = os.path.join(os.path.dirname(out), ".fifty.bin.odcp-part")
+    faults({"listener": "download", "delay": 0.0, "stall": 60, "stall_after_bytes": 24 * MiB})
+
+    def half_down():
+        return os.path.exists(part) and os.path.getsize(part) >= 20 * MiB
+    if kill_when(t, ("get", "/k/down.bin", out), half_down, "get"):
+        EMU.ctl("POST", "/faults/clear")
+        have = os.path.getsize(part)
+        t.check(not os.path.exists(out), "target exists after kill -9")
+        EMU.clear_log()
+        t.ok("get", "/k/down.bin", out, timeout=120)
+        t.check(read(out) == data, "get after kill -9: bytes differ")
+        g = dl_gets(EMU.log())
+        m = re.match(r"bytes=(\d+)-", (g[0]["headers"].get("range") or "") if g else "")
+        t.check(m is not None and 0 < int(m.group(1)) <= have,
+                "rerun of get: want Range from the partial size (%d): %r" % (have, [x["headers"].get("range") for x in g]))
+
+
+# ============================================================ proxies
+@test
+def test_proxy_with_credentials_and_no_proxy(t):
+    """--proxy with user:password: every connection is a CONNECT with Basic
+    credentials; no_proxy for the login host sends that one direct."""
+    t.login()
+    EMU.seed("/px.txt", b"proxied")
+    EMU.config(proxy_auth="u:p@ss")
+    proxy = EMU.urls["proxy"].replace("http://", "http://u:p%40ss@")
+    EMU.ctl("POST", "/log/clear")
+    r = t.ok("--proxy", proxy, "get", "/px.txt", "-", env={"https_proxy": ""})
+    t.eq(r.out, b"proxied", "bytes through the proxy")
+    full = EMU.ctl("GET", "/log")
+    con = [x for x in full if x["listener"] == "proxy"]
+    t.check(len(con) >= 2 and all(x["proxy_auth_valid"] for x in con), "CONNECTs without valid credentials: %r" % con)
+    t.check("p@ss" not in r.err and "u:p" not in r.err, "proxy password printed")
+    r = t.status(2, "--proxy", EMU.urls["proxy"], "ls", "/", env={"https_proxy": ""})
+    t.check("407" in r.err or "proxy" in r.err.lower(), "407 not reported as a proxy problem: %r" % r.err)
+    EMU.config(proxy_auth="")
+    if not e2e.PUBLIC:
+        EMU.ctl("POST", "/log/clear")
+        host = "localhost"
+        t.ok("ls", "/", env={"https_proxy": EMU.urls["proxy"], "no_proxy": host})
+        t.eq([x for x in EMU.ctl("GET", "/log") if x["listener"] == "proxy"], [], "CONNECTs despite no_proxy")
+
+
+# ------------------------------------------------------------ main
+def main():
+    args = sys.argv[1:]
+    pat = None
+    while args:
+        a = args.pop(0)
+        if a == "-k" and args:
+            pat = args.pop(0)
+        elif a == "-v":
+            e2e.VERBOSE = True
+        else:
+            print("usage: python3 tests/faults.py [-k SUBSTRING[,SUBSTRING...]] [-v]", file=sys.stderr)
+            return 2
+    if not os.access(e2e.ODCP, os.X_OK):
+        print("faults: %s is missing; run make" % e2e.ODCP, file=sys.stderr)
+        print("faults: 0 passed, 1 failed")
+        return 1
+    pats = pat.split(",") if pat else None
+    selected = [f for f in TESTS if pats is None or any(p in f.__name__[len("test_"):] for p in pats)]
+    t0 = time.time()
+    try:
+        EMU.start()
+        passed, failed = e2e.run_tests(selected)
+    except Exception as e:
+        print("FAIL harness: %s: %s" % (type(e).__name__, e))
+        passed, failed = 0, 1
+    finally:
+        EMU.stop()
+    print("# %.1fs" % (time.time() - t0))
+    print("faults: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    sys.exit(main())
