@@ -93,7 +93,8 @@ One action per rule:
   "expire_token": true      every access token expires first
   "next_expected_ranges": [...]  the nextExpectedRanges the answer shows
 and alone or with any action: "date_skew": S (the Date header is off by S
-seconds), "delay": S (wait before answering).
+seconds), "delay": S (wait before answering), "ignore_range": true (the
+download host sends the whole file, 200, whatever Range asked).
 
 Proxy: endpoints.json "proxy" is a plain-HTTP CONNECT proxy to every
 listener (its localhost:port); config "proxy_auth" = "user:password" makes
@@ -503,7 +504,8 @@ class Faults:
                  "truncate_chunked": lambda v: v is True, "stall": lambda v: num(v) and v >= 0,
                  "stall_after_bytes": count, "expire_session": lambda v: v is True, "expire_token": lambda v: v is True,
                  "next_expected_ranges": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-                 "date_skew": num, "delay": lambda v: num(v) and v >= 0, "rst": lambda v: isinstance(v, bool)}
+                 "date_skew": num, "delay": lambda v: num(v) and v >= 0, "rst": lambda v: isinstance(v, bool),
+                 "ignore_range": lambda v: v is True}
         for k, v in r.items():
             if k not in kinds:
                 raise ValueError("unknown rule field %r" % k)
@@ -512,8 +514,8 @@ class Faults:
         acts = [k for k in FAULT_ACTIONS if k in r]
         if len(acts) > 1:
             raise ValueError("one action per rule, not %s" % ", ".join(acts))
-        if not acts and "date_skew" not in r and "delay" not in r:
-            raise ValueError("no action (one of %s, or date_skew / delay)" % ", ".join(FAULT_ACTIONS))
+        if not acts and not {"date_skew", "delay", "ignore_range"} & set(r):
+            raise ValueError("no action (one of %s, or date_skew / delay / ignore_range)" % ", ".join(FAULT_ACTIONS))
         for k, need in FAULT_NEEDS.items():
             if k in r and need not in r:
                 raise ValueError("%r needs %r" % (k, need))
@@ -1657,7 +1659,7 @@ class DownloadHandler(Handler):
             size, etag, mime, name = n.size, '"{%s},%d"' % (n.etag_guid, n.version), n.mime, n.name
         with f:
             start, end, status = 0, size - 1, 200
-            rng = self.headers.get("Range")
+            rng = None if (self.fault or {}).get("ignore_range") else self.headers.get("Range")
             m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip()) if rng else None
             if m and (m.group(1) or m.group(2)):      # other forms (multi-range): ignore Range, send 200
                 if m.group(1):
