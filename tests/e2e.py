@@ -3,12 +3,19 @@
 tests/fakegraph.py.  Python 3 standard library only.
 
     python3 tests/e2e.py [-k SUBSTRING] [-v]
+    E2E_VIA_PROXY=1 python3 tests/e2e.py        (odcp through the emulator's proxy)
 
 One emulator runs for the whole run (killed at exit, also on failure); every
 test starts from an emptied emulator (POST /reset and the run's base config)
 and its own temporary config directory.  Each test prints "ok NAME" or
 "FAIL NAME: reason"; the last line is "e2e: N passed, M failed" (exit 1 if
 M > 0).
+
+E2E_VIA_PROXY=1 starts the emulator with --public-hosts: odcp runs with
+https_proxy=<the emulator's CONNECT proxy> and profiles without login_url
+and graph_url (its defaults, the real host names), only cacert; the
+proxy's own CONNECT records are left out of EMU.log().  E2E_VIA_PROXY=direct
+keeps the localhost URLs but still sends odcp through the proxy.
 """
 
 import base64, datetime, filecmp, http.client, json, os, queue, re, shutil
@@ -19,6 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ODCP = os.environ.get("E2E_ODCP") or os.path.join(ROOT, "odcp")   # E2E_ODCP: another build
 FAKEGRAPH = os.path.join(HERE, "fakegraph.py")
+VIA_PROXY = os.environ.get("E2E_VIA_PROXY", "0") != "0"          # "1": real names; "direct": localhost
+PUBLIC = VIA_PROXY and os.environ["E2E_VIA_PROXY"] != "direct"
+PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 MiB = 1024 * 1024
 UNIT = 327680                  # upload fragment unit (graph-api.md 7.2)
@@ -99,7 +109,8 @@ class Emulator:
     def start(self):
         self.errf = open(os.path.join(self.dir, "emulator.log"), "w")
         self.proc = subprocess.Popen([sys.executable, FAKEGRAPH, "--dir", os.path.join(self.dir, "state"),
-                                      "--interval", "1"], stdout=self.errf, stderr=subprocess.STDOUT,
+                                      "--interval", "1"] + (["--public-hosts"] if PUBLIC else []),
+                                     stdout=self.errf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         ep = os.path.join(self.dir, "state", "endpoints.json")
         deadline = time.time() + 60
@@ -113,6 +124,8 @@ class Emulator:
             self.urls = json.load(f)
         self.control = self.urls["control"]
         self.ca = self.urls["ca"]
+        if PUBLIC:
+            _tunnel_https(self.urls["proxy"])
         self.base_config = self.ctl("POST", "/config", {"interval": 1, "auto_approve": 0})
 
     def stop(self):
@@ -151,9 +164,9 @@ class Emulator:
             time.sleep(0.05)
             cur = self.ctl("GET", "/log")
             if len(cur) == len(prev):
-                return cur
+                break
             prev = cur
-        return prev
+        return [x for x in cur if x["listener"] != "proxy"]
 
     def clear_log(self):
         ALL_LOG.extend(self.log())          # keep every record for the run-wide checks
@@ -179,6 +192,19 @@ class Emulator:
 
     def devicecodes(self):
         return self.ctl("GET", "/devicecodes")
+
+
+def _tunnel_https(proxy):
+    """With the real host names, the test's own HTTPS requests (the browser
+    step of login --browser) go through the emulator's proxy too."""
+    p = urllib.parse.urlsplit(proxy)
+    init = http.client.HTTPSConnection.__init__
+
+    def tunnelled(self, host, port=None, **kw):
+        init(self, p.hostname, p.port, **kw)
+        self.set_tunnel(host, port or 443)
+
+    http.client.HTTPSConnection.__init__ = tunnelled
 
 
 EMU = Emulator()
@@ -283,6 +309,8 @@ class Ctx:
     def profile(self, **kw):
         d = {"client_id": CLIENT_ID, "login_url": EMU.urls["login_url"], "graph_url": EMU.urls["graph_url"],
              "cacert": EMU.ca}
+        if PUBLIC:          # odcp's default endpoints are the real names
+            d["login_url"] = d["graph_url"] = None
         d.update(kw)
         return {k: v for k, v in d.items() if v is not None}
 
@@ -310,9 +338,13 @@ class Ctx:
     # ---- running odcp
     def env(self, extra=None):
         e = {k: v for k, v in os.environ.items()
-             if not k.startswith("ODCP_") and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "XDG_CONFIG_HOME")}
+             if not k.startswith("ODCP_") and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "XDG_CONFIG_HOME")
+             and k.lower() not in PROXY_VARS}
+        if VIA_PROXY:
+            e["https_proxy"] = EMU.urls["proxy"]
         e["HOME"] = self.home
         e["LC_ALL"] = "C.UTF-8"
+        e["ODCP_RETRY_SCALE"] = "0.01"     # waits of seconds become tens of ms
         e.update(extra or {})
         return e
 
@@ -580,7 +612,8 @@ def test_refresh_rotation(t):
     EMU.config(strict_rotation=True)
     _refresh_round(t, "strict rotation 1")
     _refresh_round(t, "strict rotation 2")
-    t.eq(sorted(os.listdir(t.cfg)), ["config", "default.token"], "files in the config dir (temp files left?)")
+    t.eq(sorted(f for f in os.listdir(t.cfg) if f != "state"), [".default.lock", "config", "default.token"],
+         "files in the config dir (temp files left?)")
 
 
 @test
@@ -1440,7 +1473,7 @@ def main():
     finally:
         EMU.stop()
     print("# %.1fs" % (time.time() - t0))
-    print("e2e: %d passed, %d failed" % (passed, failed))
+    print("%s: %d passed, %d failed" % ("e2e-proxy" if VIA_PROXY else "e2e", passed, failed))
     return 1 if failed else 0
 
 
