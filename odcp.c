@@ -164,6 +164,7 @@ struct http_req {
 	int64_t	 flen;
 	int	 has_body;		/* send Content-Length, even 0 */
 	int	 once;			/* not idempotent: never resent blindly */
+	int	 resent;		/* out: sent again on a new connection */
 	/* sees each file region as it is sent: (tapctx, offset, bytes) */
 	void	 (*tap)(void *, int64_t, const unsigned char *, size_t);
 	void	*tapctx;
@@ -1957,8 +1958,10 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 	if (url_parse(url, &u) == -1)
 		return -1;
 	q->target = u.target;
+	q->resent = 0;
 	log_url(shown, sizeof(shown), url, !secret);
 	for (tries = 0; tries < 2; tries++) {
+		q->resent = tries > 0;
 		if ((c = pool_get(&u, timeout, tries > 0, &reused)) == NULL)
 			return -1;
 		/* the first failure on a reused connection stays quiet */
@@ -3587,6 +3590,8 @@ struct graph {
 	char	 base[URL_MAX];		/* the drive: {graph_url}/me/drive */
 	int	 lost;			/* the last request may have been
 					 * processed, its answer was lost */
+	int	 resent;		/* the last request was sent again
+					 * after an answer was lost */
 	char	 made[FRESH_RECENT][PATH_MAX_];	/* folders just created */
 	int	 nmade;
 };
@@ -3677,7 +3682,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 	int	 attempt = 0, refreshed = 0, fresh = 0, rc;
 	int64_t	 wait;
 
-	g->lost = 0;
+	g->lost = g->resent = 0;
 	for (;;) {
 		q->hdrs = extra;
 		/* under G_HOLD the caller decides what a failure means */
@@ -3698,6 +3703,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		rc = http_exchange(url, q, r, cp, g->p->timeout,
 		    flags & G_SECRET);
 		hush = 0;
+		g->resent |= q->resent;
 		wipe(hdrs, sizeof(hdrs));
 		q->hdrs = extra;
 		if (rc == -1) {
@@ -3711,6 +3717,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 			if (g->lost || attempt >= retries)
 				return graph_gave_up(q, url, flags, attempt + 1);
 			retry_nap(retry_wait(NULL, attempt++), held);
+			g->resent = 1;
 			continue;
 		}
 		if (r->status == 401 && (flags & G_AUTH) && refreshed == 0) {
@@ -4053,6 +4060,28 @@ graph_stat(struct graph *g, const char *path, struct item *it,
 		hush = 0;
 	} while (rc == -1 && graph_again(&attempt));
 	return rc;
+}
+
+/*
+ * The driveItem in the answer to a write the service has done (200,
+ * 201).  If that answer breaks off, the item is read back instead: the
+ * write must not be repeated.
+ */
+static int
+graph_written(struct graph *g, struct conn *c, struct http_resp *r,
+    const char *path, struct item *it)
+{
+	int	 rc;
+
+	hush = 1;
+	body_broke = 0;
+	rc = parse_item(c, r, it);
+	hush = 0;
+	if (rc == 0 || !body_broke)
+		return rc == 0 ? 0 : release();
+	debug(1, "%s: %s; reading the item back", path, held);
+	held[0] = '\0';
+	return graph_stat(g, path, it, 0);
 }
 
 /*
@@ -4502,7 +4531,7 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	if (r.status != 201 && r.status != 200)
 		return graph_error(c, &r, path);
 	graph_made(g, path);
-	return parse_item(c, &r, it);
+	return graph_written(g, c, &r, path, it);
 }
 
 static int
@@ -4517,6 +4546,12 @@ graph_delete(struct graph *g, const char *path)
 	req_init(&q, "DELETE");
 	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
 		return -1;
+	if (r.status == 404 && g->resent) {
+		/* the first DELETE worked; its answer was lost */
+		debug(1, "%s: gone after a lost answer", path);
+		http_drop(c, &r);
+		return 0;
+	}
 	if (r.status != 204 && r.status != 200)
 		return graph_error(c, &r, path);
 	http_drop(c, &r);
@@ -4697,7 +4732,7 @@ upload_simple(struct graph *g, struct upload *u)
 		return -1;
 	if (r.status != 200 && r.status != 201)
 		return graph_error(c, &r, u->path);
-	return parse_item(c, &r, &u->it);
+	return graph_written(g, c, &r, u->path, &u->it);
 }
 
 /* After a simple upload: set the mtime the session would have sent. */
@@ -4764,10 +4799,21 @@ session_create(struct graph *g, struct upload *u)
 	bfmt(body, sizeof(body), "{\"item\":{\"@microsoft.graph."
 	    "conflictBehavior\":\"%s\",\"fileSystemInfo\":"
 	    "{\"lastModifiedDateTime\":\"%s\"}}}", u->conflict, when);
+	u->expires = 0;
 	for (;;) {
 		rc = graph_send_json(g, "POST", url, body, &r, &c,
 		    G_HOLD | graph_fresh(g, u->path));
-		if (rc == 0 && r.status < 500 && r.status != 429)
+		if (rc == 0 && r.status == 200) {
+			hush = 1;
+			body_broke = 0;
+			rc = parse_session(c, &r, u, 1, &next, &end);
+			hush = 0;
+			if (rc == 0)
+				break;
+			if (!body_broke)
+				return release();
+			g->lost = 1;	/* the answer broke off: as if lost */
+		} else if (rc == 0 && r.status < 500 && r.status != 429)
 			break;
 		/* a session is invisible until its last byte; a lost one
 		 * expires by itself.  Only an item now there can decide. */
@@ -4780,9 +4826,6 @@ session_create(struct graph *g, struct upload *u)
 	}
 	if (r.status != 200)
 		return graph_error(c, &r, u->path);
-	u->expires = 0;
-	if (parse_session(c, &r, u, 1, &next, &end) == -1)
-		return -1;
 	if (u->url[0] == '\0')
 		return err1("%s: upload session without an uploadUrl", u->path);
 	bfmt(text, sizeof(text), "# odcp upload session: keep secret\n"
@@ -4923,7 +4966,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		if (rc == -1 && !g->lost)
 			return -1;
 		if (rc == 0 && (r.status == 200 || r.status == 201))
-			return parse_item(c, &r, &u->it);
+			return graph_written(g, c, &r, u->path, &u->it);
 		if (rc == 0 && r.status == 202) {
 			if (parse_session(c, &r, u, 0, &off, &end) == -1)
 				return -1;

@@ -579,6 +579,97 @@ def test_500_then_success_each_command(t):
     t.check("/m/a.txt" not in tree and "/m/new" in tree, "rm/mkdir effects: %r" % sorted(tree))
 
 
+MATRIX_FAULTS = [
+    ("500 then success", {"status": 500}),
+    ("503 with an HTTP-date Retry-After, server clock 1 h ahead", {"status": 503, "retry_after_date": 20, "date_skew": 3600}),
+    ("429 with Retry-After in seconds", {"status": 429, "headers": {"Retry-After": "20"}}),
+    ("truncated chunked JSON", {"truncate_chunked": True}),
+    ("connection dropped after 40 body bytes", {"drop_response_after": 40}),
+    ("answer lost", {"lose_response": True}),
+    ("stalled server", {"stall": 30}),
+]
+
+
+@test
+def test_matrix_read_commands(t):
+    """Each fault above on the first Graph request of each read-only
+    command: the command succeeds with the output of a clean run."""
+    t.login()
+    EMU.config(page_size=2)
+    for i in range(5):
+        EMU.seed("/mx/f%d.txt" % i, b"%d" % i * (i + 1))
+    cmds = [("ls", "/mx"), ("ls", "-l", "/mx"), ("ls", "-R", "/"), ("stat", "/mx/f2.txt"), ("whoami",), ("df",),
+            ("get", "/mx/f4.txt", "-")]
+    want = {c: t.ok(*c).out for c in cmds}
+    for name, rule in MATRIX_FAULTS:
+        for c in cmds:
+            EMU.ctl("POST", "/faults/clear")
+            faults(dict(rule, listener="graph", nth=1))
+            r = t.run("--timeout", "2", *c, timeout=60)
+            t.check(r.rc == 0 and r.out == want[c], "%s on odcp %s: rc %d, stdout %s, stderr %r"
+                    % (name, " ".join(c), r.rc, "same" if r.out == want[c] else "differs: %r" % r.out[:200], r.err))
+            fired = [x["fired"] for x in rules().values()]
+            t.eq(fired, [1], "%s on odcp %s: the fault fired" % (name, " ".join(c)))
+
+
+@test
+def test_matrix_write_commands(t):
+    """The same faults on the first write of mkdir, rm, a small put and a
+    put -r: each ends done, once, with exit 0."""
+    t.login()
+    EMU.seed_folder("/w")
+    t.local("src/a.txt", b"alpha")
+    t.local("src/sub/b.txt", b"beta")
+    for n, (name, rule) in enumerate(MATRIX_FAULTS):
+        EMU.ctl("POST", "/faults/clear")
+        faults(dict(rule, listener="graph", method="POST", nth=1),
+               dict(rule, listener="graph", method="DELETE", nth=1),
+               dict(rule, listener="graph", method="PUT", nth=1))
+        EMU.seed("/w/gone%d.txt" % n, b"x")
+        steps = [("mkdir", "/w/d%d" % n), ("rm", "/w/gone%d.txt" % n),
+                 ("put", t.local("src/a.txt"), "/w/a%d.txt" % n), ("put", "-r", t.local("src"), "/w/tree%d" % n)]
+        for c in steps:
+            r = t.run("--timeout", "2", *c, timeout=60)
+            t.check(r.rc == 0, "%s on odcp %s: rc %d, stderr %r" % (name, " ".join(c), r.rc, r.err))
+        tree = EMU.tree()
+        t.check("/w/d%d" % n in tree and "/w/gone%d.txt" % n not in tree, "%s: mkdir/rm effect" % name)
+        for p, data in (("/w/a%d.txt" % n, b"alpha"), ("/w/tree%d/a.txt" % n, b"alpha"), ("/w/tree%d/sub/b.txt" % n, b"beta")):
+            t.check(p in tree and EMU.file(p) == data, "%s: %s after put" % (name, p))
+        t.eq(sorted(p for p in tree if p.startswith("/w/a%d" % n) or p.startswith("/w/d%d" % n)),
+             ["/w/a%d.txt" % n, "/w/d%d" % n], "%s: no duplicates made" % name)
+
+
+@test
+def test_get_corrupt_partial_fails_check(t):
+    """A partial file whose bytes went bad on the local disk: the resumed
+    get fails the quickXorHash check, shows both values, the bad file
+    never takes the target's name, and the next get starts clean."""
+    t.login()
+    data = seed_big(5 * MiB, seed=28)
+    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
+           {"listener": "download", "nth": 2, "status": 503, "times": 100})
+    out = t.local("cor/big.bin")
+    os.makedirs(os.path.dirname(out))
+    t.status(1, "--retries", "1", "get", "/d/big.bin", out, timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    part = os.path.join(os.path.dirname(out), ".big.bin.odcp-part")
+    if not t.check(os.path.exists(part), "no partial file"):
+        return
+    with open(part, "r+b") as f:
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 0xFF]))
+    r = t.run("get", "/d/big.bin", out, timeout=60)
+    t.eq((r.rc, len(r.err.splitlines())), (1, 2), "exit status and stderr lines (resuming, then the error): %r" % r.err)
+    t.check(qxh(data) in r.err and re.search(r"quickXorHash|hash", r.err) is not None,
+            "mismatch error does not show the expected hash: %r" % r.err)
+    t.check(not os.path.exists(out), "the corrupt file took the target's name")
+    t.ok("get", "/d/big.bin", out, timeout=60)
+    t.check(read(out) == data, "bytes differ after starting clean")
+    t.eq(sorted(os.listdir(os.path.dirname(out))), ["big.bin"], "files left")
+
+
 @test
 def test_mkdir_lost_answer_not_repeated_blindly(t):
     """The folder is made but the answer is lost: odcp reads it back, takes
