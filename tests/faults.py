@@ -761,6 +761,20 @@ def test_token_endpoint_errors_classified(t):
     t.check("AADSTS7000218" in r.err and re.search(r"public client|registration", r.err, re.I) is not None,
             "invalid_client: want the code and what to fix: %r" % r.err)
     t.eq(token_snapshot(t), before, "token file after invalid_client")
+    for err, code in (("interaction_required", 50076), ("consent_required", 65001)):
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "login", "path": "token", "status": 400, "times": 10,
+                "body": {"error": err, "error_description": "AADSTS%d: Injected." % code, "error_codes": [code]}})
+        r = t.status(3, "stat", "/k.txt")
+        t.check("AADSTS%d" % code in r.err and "odcp login" in r.err, "%s: want the code and 'odcp login': %r" % (err, r.err))
+        t.eq(token_snapshot(t), before, "token file after %s" % err)
+    # temporarily_unavailable is transient whatever its status
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "login", "path": "token", "status": 400, "times": 2,
+            "body": {"error": "temporarily_unavailable", "error_description": "AADSTS90033: busy.", "error_codes": [90033]}})
+    EMU.clear_log()
+    t.ok("stat", "/k.txt")
+    t.eq([x["status"] for x in e2e.token_posts(EMU.log())], [400, 400, 200], "token endpoint statuses")
 
 
 @test
