@@ -92,7 +92,13 @@ def uploaded_ok(t, remote, data, what):
 
 
 def contiguous(t, fr, size, what):
-    """Fragments accepted (2xx) cover 0..size-1 with no gap."""
+    """Fragments accepted (2xx) cover 0..size-1 with no gap, and every
+    fragment sent keeps the rules: a multiple of 320 KiB unless it ends
+    the file, under 60 MiB, the file's size as total (graph-api.md 7.2)."""
+    for a, b, total, st, _ in fr:
+        n = b - a + 1
+        t.check(total == size and n < e2e.FRAG_LIMIT and (n % UNIT == 0 or b + 1 == size),
+                "%s: fragment %d-%d/%d breaks the rules" % (what, a, b, total))
     got = sorted((a, b) for a, b, _, st, _ in fr if st in (200, 201, 202))
     pos = 0
     for a, b in got:
@@ -156,18 +162,20 @@ def test_put_500_then_success(t):
     """500 on a fragment and on a simple upload: tried again, ends intact."""
     t.login()
     EMU.seed_folder("/f")
-    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 500},
-           {"listener": "graph", "method": "PUT", "path": "small\\.txt", "status": 500, "times": 2})
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 500})
     data, r, log = put_big(t, 4 * FRAG + 5)
     uploaded_ok(t, "/f/big.bin", data, "500 on a fragment")
     contiguous(t, frags(log), 4 * FRAG + 5, "500 on a fragment")
     t.eq([f[3] for f in frags(log)][:2], [202, 500], "fragment statuses")
-    small = b"small file\n" * 100
-    EMU.clear_log()
-    t.ok("put", t.local("small.txt", small), "/f/small.txt")
-    uploaded_ok(t, "/f/small.txt", small, "500 on a simple upload")
-    puts = [x["status"] for x in EMU.log() if x["listener"] == "graph" and x["method"] == "PUT"]
-    t.eq(puts[:3], [500, 500, 201], "simple upload PUT statuses")
+    for name, small in (("small.txt", b"small file\n" * 100), ("zero.bin", b""), ("four.bin", blob(e2e.SIMPLE_MAX, 3))):
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "graph", "method": "PUT", "status": 500, "times": 2})
+        EMU.clear_log()
+        t.ok("put", t.local(name, small), "/f/" + name)
+        uploaded_ok(t, "/f/" + name, small, "500 on a simple upload of %s" % name)
+        puts = [x["status"] for x in EMU.log() if x["listener"] == "graph" and x["method"] == "PUT"]
+        t.eq(puts[:3], [500, 500, 201], "%s: simple upload PUT statuses" % name)
+        t.eq(ups(EMU.log()), [], "%s: upload-session traffic for a simple upload" % name)
 
 
 @test
