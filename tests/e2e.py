@@ -1443,7 +1443,9 @@ def test_zz_no_authorization_on_preauth_hosts(t):
 
 
 # ------------------------------------------------------------ main
-def main():
+def main(tests, suite, script):
+    """Run the tests selected by -k (all by default) against one emulator;
+    the last line is "SUITE: N passed, M failed".  tests/faults.py uses it too."""
     global VERBOSE
     args = sys.argv[1:]
     pat = None
@@ -1454,15 +1456,15 @@ def main():
         elif a == "-v":
             VERBOSE = True
         else:
-            print("usage: python3 tests/e2e.py [-k SUBSTRING[,SUBSTRING...]] [-v]", file=sys.stderr)
+            print("usage: python3 %s [-k SUBSTRING[,SUBSTRING...]] [-v]" % script, file=sys.stderr)
             return 2
     if not os.access(ODCP, os.X_OK):
-        print("e2e: %s is missing; run make" % ODCP, file=sys.stderr)
-        print("e2e: 0 passed, 1 failed")
+        print("%s: %s is missing; run make" % (suite, ODCP), file=sys.stderr)
+        print("%s: 0 passed, 1 failed" % suite)
         return 1
     _check_qxh()
     pats = pat.split(",") if pat else None     # -k a,b: either substring
-    selected = [f for f in TESTS if pats is None or any(p in f.__name__[len("test_"):] for p in pats)]
+    selected = [f for f in tests if pats is None or any(p in f.__name__[len("test_"):] for p in pats)]
     t0 = time.time()
     try:
         EMU.start()
@@ -1473,10 +1475,10 @@ def main():
     finally:
         EMU.stop()
     print("# %.1fs" % (time.time() - t0))
-    print("%s: %d passed, %d failed" % ("e2e-proxy" if VIA_PROXY else "e2e", passed, failed))
+    print("%s: %d passed, %d failed" % (suite, passed, failed))
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    sys.exit(main())
+    sys.exit(main(TESTS, "e2e-proxy" if VIA_PROXY else "e2e", "tests/e2e.py"))

@@ -404,6 +404,17 @@ def dl_gets(log):
     return [x for x in log if x["listener"] == "download" and x["method"] == "GET"]
 
 
+def get_broken(t, remote, out):
+    """A get of remote into out that breaks off after 2 MiB and then meets
+    only 503s: exit 1, the partial file kept.  Faults cleared after."""
+    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
+           {"listener": "download", "nth": 2, "status": 503, "times": 100})
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    r = t.status(1, "--retries", "1", "get", remote, out, timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    return r
+
+
 @test
 def test_get_connection_dropped_mid_body(t):
     """The download host sends 1 MiB and drops: resumed with Range in the
@@ -502,15 +513,14 @@ def test_get_resume_across_runs_and_verify(t):
     takes the target's name."""
     t.login()
     data = seed_big(5 * MiB, seed=25)
-    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
-           {"listener": "download", "nth": 2, "status": 503, "times": 100})
     out = t.local("res/big.bin")
-    os.makedirs(os.path.dirname(out))
-    r = t.status(1, "--retries", "1", "get", "/d/big.bin", out, timeout=60)
+    r = get_broken(t, "/d/big.bin", out)
+    t.check("run the same get again" in r.err, "the error does not say a rerun resumes: %r" % r.err)
     t.check(not os.path.exists(out), "target exists after a failed get")
     parts = [f for f in os.listdir(os.path.dirname(out)) if f.endswith(".odcp-part")]
     t.eq(parts, [".big.bin.odcp-part"], "partial file")
-    EMU.ctl("POST", "/faults/clear")
+    t.eq(os.stat(os.path.join(os.path.dirname(out), parts[0])).st_mode & 0o777 if parts else None, 0o600,
+         "mode of the partial file")
     EMU.clear_log()
     t.ok("get", "/d/big.bin", out, timeout=60)
     t.check(read(out) == data, "bytes differ after resuming")
@@ -519,12 +529,9 @@ def test_get_resume_across_runs_and_verify(t):
     t.check(m is not None and int(m.group(1)) > 0, "second run did not resume with Range: %r" % [x["headers"].get("range") for x in g])
     t.eq(sorted(os.listdir(os.path.dirname(out))), ["big.bin"], "files after resuming")
     # changed remote: the partial file is not reused
-    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
-           {"listener": "download", "nth": 2, "status": 503, "times": 100})
     out2 = t.local("res/two.bin")
     EMU.seed("/d/two.bin", data)
-    t.status(1, "--retries", "1", "get", "/d/two.bin", out2, timeout=60)
-    EMU.ctl("POST", "/faults/clear")
+    get_broken(t, "/d/two.bin", out2)
     new = blob(5 * MiB, 26)
     EMU.seed("/d/two.bin", new)
     EMU.clear_log()
@@ -654,12 +661,8 @@ def test_get_corrupt_partial_fails_check(t):
     never takes the target's name, and the next get starts clean."""
     t.login()
     data = seed_big(5 * MiB, seed=28)
-    faults({"listener": "download", "nth": 1, "drop_response_after": 2 * MiB},
-           {"listener": "download", "nth": 2, "status": 503, "times": 100})
     out = t.local("cor/big.bin")
-    os.makedirs(os.path.dirname(out))
-    t.status(1, "--retries", "1", "get", "/d/big.bin", out, timeout=60)
-    EMU.ctl("POST", "/faults/clear")
+    get_broken(t, "/d/big.bin", out)
     part = os.path.join(os.path.dirname(out), ".big.bin.odcp-part")
     if not t.check(os.path.exists(part), "no partial file"):
         return
@@ -891,38 +894,6 @@ def test_proxy_with_credentials_and_no_proxy(t):
 
 
 # ------------------------------------------------------------ main
-def main():
-    args = sys.argv[1:]
-    pat = None
-    while args:
-        a = args.pop(0)
-        if a == "-k" and args:
-            pat = args.pop(0)
-        elif a == "-v":
-            e2e.VERBOSE = True
-        else:
-            print("usage: python3 tests/faults.py [-k SUBSTRING[,SUBSTRING...]] [-v]", file=sys.stderr)
-            return 2
-    if not os.access(e2e.ODCP, os.X_OK):
-        print("faults: %s is missing; run make" % e2e.ODCP, file=sys.stderr)
-        print("faults: 0 passed, 1 failed")
-        return 1
-    pats = pat.split(",") if pat else None
-    selected = [f for f in TESTS if pats is None or any(p in f.__name__[len("test_"):] for p in pats)]
-    t0 = time.time()
-    try:
-        EMU.start()
-        passed, failed = e2e.run_tests(selected)
-    except Exception as e:
-        print("FAIL harness: %s: %s" % (type(e).__name__, e))
-        passed, failed = 0, 1
-    finally:
-        EMU.stop()
-    print("# %.1fs" % (time.time() - t0))
-    print("faults: %d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    sys.exit(main())
+    sys.exit(e2e.main(TESTS, "faults-valgrind" if "valgrind" in e2e.ODCP else "faults", "tests/faults.py"))
