@@ -4609,6 +4609,40 @@ upload_tap(void *ctx, int64_t off, const unsigned char *p, size_t n)
 }
 
 /*
+ * The local content's hash in u->qxh, for comparing with the service's.
+ * The tap has hashed every byte sent in order; only if the service
+ * skipped ahead (a resumed session) is the file read once more.
+ */
+static int
+upload_hash(struct upload *u)
+{
+	static unsigned char buf[IO_BUF];
+	struct qxh h;
+	int64_t	 off;
+	ssize_t	 n;
+
+	if (u->qxh[0])
+		return 0;
+	if (u->hashed == u->size) {
+		h = u->h;
+		qxh_final(&h, u->qxh);
+		return 0;
+	}
+	qxh_init(&h);
+	for (off = 0; off < u->size; off += n) {
+		n = pread_full(u->fd, buf, u->size - off < (int64_t)sizeof(buf) ?
+		    (size_t)(u->size - off) : sizeof(buf), (off_t)off);
+		if (n < 0)
+			return err1("%s: read:", u->path);
+		if (n == 0)
+			return err1("%s: file shrank while being read", u->path);
+		qxh_update(&h, buf, (size_t)n);
+	}
+	qxh_final(&h, u->qxh);
+	return 0;
+}
+
+/*
  * An uploadSession: {"uploadUrl", "expirationDateTime",
  * "nextExpectedRanges": ["N-", "a-b", ...]}.  *next gets the first byte
  * the service still wants and *end the end of that range (-1: open), or
@@ -4829,8 +4863,9 @@ session_create(struct graph *g, struct upload *u)
 	if (u->url[0] == '\0')
 		return err1("%s: upload session without an uploadUrl", u->path);
 	bfmt(text, sizeof(text), "# odcp upload session: keep secret\n"
-	    "path=%s\nlocal=%s\nconflict=%s\nexpires=%" PRId64 "\nurl=%s\n",
-	    u->path, u->ident, u->conflict, u->expires, u->url);
+	    "path=%s\nlocal=%s\nconflict=%s\nfragment=%" PRId64 "\nexpires=%"
+	    PRId64 "\nurl=%s\n", u->path, u->ident, u->conflict, u->fragment,
+	    u->expires, u->url);
 	if ((has_control(u->url) || state_save(u->state, text) == -1) &&
 	    !quiet)
 		fprintf(stderr, "odcp: %s: the session is not saved; an "
@@ -4873,18 +4908,51 @@ session_status(struct graph *g, struct upload *u, int64_t *next,
 }
 
 /*
+ * The session has every byte, or has gone: is the item at the path this
+ * very upload, committed by the service although the answer to the last
+ * fragment was lost (7.4)?  Sending it all again would waste the whole
+ * upload, and fail on --conflict fail.  It is, if it has the size and
+ * modification time sent, and the local content's quickXorHash when the
+ * service gives one.  1: it is (u->it set), 0: it is not, -1: failure.
+ */
+static int
+upload_landed(struct graph *g, struct upload *u)
+{
+	static struct item it;
+	int64_t	 mt;
+	int	 rc;
+
+	if ((rc = graph_stat(g, u->path, &it, 1)) != 0)
+		return rc == 1 ? 0 : -1;
+	if (it.type != ITEM_FILE || it.size != u->size ||
+	    time_parse(it.modified, &mt) == -1 || mt != u->mtime)
+		return 0;
+	if (it.qxh[0] && strlen(it.qxh) == 28) {
+		if (upload_hash(u) == -1)
+			return -1;
+		if (strcmp(it.qxh, u->qxh) != 0)
+			return 0;
+	}
+	debug(1, "%s: the service committed the file; its answer was lost",
+	    u->path);
+	u->it = it;
+	return 1;
+}
+
+/*
  * The session saved by an earlier run, if it can go on: 0 with *next
- * set, 1 to start afresh (having said why), -1 on failure.
+ * set, 1 to start afresh (having said why), 2 when the earlier run's
+ * upload had in fact been committed (u->it set), -1 on failure.
  */
 static int
 session_resume(struct graph *g, struct upload *u, int64_t *next,
     int64_t *end)
 {
 	static char text[STATE_MAX];
-	char	 v[PATH_MAX_ + 128], exp[32];
+	char	 v[PATH_MAX_ + 128];
 	const char *why = NULL;
-	int64_t	 e = 0;
-	int	 rc;
+	int64_t	 e = 0, frag = 0;
+	int	 rc, ended = 0;
 
 	if ((rc = state_load(u->state, text, sizeof(text))) != 0)
 		return rc;
@@ -4894,26 +4962,44 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 		return 1;
 	}
 	state_get(text, "url", u->url, sizeof(u->url));
-	state_get(text, "expires", exp, sizeof(exp));
-	parse_int(exp, 0, INT64_MAX, &e);
+	state_get(text, "expires", v, sizeof(v));
+	parse_int(v, 0, INT64_MAX, &e);
+	state_get(text, "fragment", v, sizeof(v));
+	parse_int(v, 0, INT64_MAX, &frag);
 	state_get(text, "local", v, sizeof(v));
 	if (strcmp(v, u->ident) != 0)
 		why = "the local file has changed since the interrupted upload";
 	state_get(text, "conflict", v, sizeof(v));
 	if (why == NULL && strcmp(v, u->conflict) != 0)
 		why = "the interrupted upload had another --conflict";
-	if (why == NULL && e > 0 && e <= (int64_t)time(NULL))
-		why = "the interrupted upload's session has expired";
 	wipe(text, sizeof(text));
 	if (why == NULL && strncmp(u->url, "https://", 8) != 0)
 		why = "the saved session is unusable";
+	if (why == NULL && e > 0 && e <= (int64_t)time(NULL)) {
+		why = "the interrupted upload's session has expired";
+		ended = 1;
+	}
 	if (why == NULL && (rc = session_status(g, u, next, end)) != 0) {
 		if (rc == -1)
 			return -1;
 		why = "the interrupted upload's session is gone";
+		ended = 1;
 	}
-	if (why == NULL && *next == -1)
+	if (why == NULL && *next == -1) {
 		why = "the interrupted upload's session has every byte";
+		ended = 1;
+	}
+	/* killed after the last fragment was taken, the state file kept */
+	if (ended && (rc = upload_landed(g, u)) != 0) {
+		if (rc == -1)
+			return -1;
+		if (!quiet)
+			fprintf(stderr, "odcp: %s: the interrupted upload had "
+			    "finished\n", u->path);
+		unlink(u->state);
+		wipe(u->url, sizeof(u->url));
+		return 2;
+	}
 	if (why != NULL) {
 		if (!quiet)
 			fprintf(stderr, "odcp: %s: starting the upload afresh: "
@@ -4924,21 +5010,87 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 	if (!quiet)
 		fprintf(stderr, "odcp: %s: resuming the interrupted upload at "
 		    "byte %" PRId64 " of %" PRId64 "\n", u->path, *next, u->size);
+	if (frag != u->fragment)
+		debug(1, "%s: going on in fragments of %" PRId64 " bytes (the "
+		    "interrupted run sent %" PRId64 ")", u->path, u->fragment,
+		    frag);
 	return 0;
 }
 
-/* Send fragments from *next until the service commits the file. */
+/* PUT the fragment at off (up to end, if the session named one). */
+static int
+fragment_put(struct graph *g, struct upload *u, int64_t off, int64_t end,
+    struct http_resp *r, struct conn **cp)
+{
+	char	 hdr[256];
+	struct http_req q;
+	int64_t	 len;
+
+	len = u->size - off < u->fragment ? u->size - off : u->fragment;
+	if (end >= 0 && end - off + 1 < len)
+		len = end - off + 1;
+	bfmt(hdr, sizeof(hdr), "Content-Range: bytes %" PRId64 "-%" PRId64
+	    "/%" PRId64 "\r\n", off, off + len - 1, u->size);
+	req_init(&q, "PUT");
+	q.hdrs = hdr;
+	q.fd = u->fd;
+	q.off = (off_t)off;
+	q.flen = len;
+	q.has_body = 1;
+	q.tap = upload_tap;
+	q.tapctx = u;
+	debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64, u->path, off,
+	    off + len - 1, u->size);
+	return graph_request(g, u->url, &q, r, cp, G_SECRET | G_IDEMPOTENT |
+	    G_HOLD);
+}
+
+/*
+ * A fragment failed: no answer (r NULL), or a 401, 404, 416, 429 or 5xx
+ * in r.  A 5xx may come after the bytes were taken (the last fragment
+ * above all, 7.4), so nothing is resent blindly: after the wait, the
+ * session says where to go on.  0 with *off and *end set (*off -1: it
+ * has every byte), 1 when the session is gone, -1 on failure (reported;
+ * u->keep when a rerun can resume).
+ */
+static int
+fragment_failed(struct graph *g, struct upload *u, struct conn *c,
+    struct http_resp *r, int *fails, int64_t *off, int64_t *end)
+{
+	int64_t	 wait;
+	int	 rc;
+
+	if (r != NULL) {
+		bfmt(held, sizeof(held), "%s: HTTP %d from the upload host",
+		    u->path, r->status);
+		http_drop(c, r);
+		if (r->status == 404)
+			return 1;
+	}
+	wait = retry_wait(r, *fails);
+	if ((*fails)++ >= retries || wait < 0) {
+		u->keep = 1;
+		return err1("%s: upload stopped at byte %" PRId64 " of %" PRId64
+		    " (%s); run the same put again to resume", u->path, *off,
+		    u->size, held);
+	}
+	if (r == NULL || r->status != 416)
+		retry_nap(wait, held);
+	held[0] = '\0';
+	if ((rc = session_status(g, u, off, end)) == -1)
+		u->keep = 1;
+	return rc;
+}
+
+/* Send fragments from off until the service commits the file. */
 static int
 upload_fragments(struct graph *g, struct upload *u, int64_t off,
     int64_t end)
 {
-	char	 hdr[256];
-	struct http_req q;
 	struct http_resp r;
 	struct conn *c = NULL;
-	int64_t	 len, wait;
 	long	 rounds, cap;
-	int	 rc, fails = 0, restarts = 0;
+	int	 rc, gone, fails = 0, restarts = 0;
 
 	/* every round moves forward, or spends one of the retries or one
 	 * of the session restarts: so this cap is never reached by a
@@ -4946,67 +5098,29 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	cap = (long)(u->size / FRAGMENT_UNIT) * (SESSION_RESTARTS + 1) +
 	    (long)(retries + 2) * (SESSION_RESTARTS + 2) + 16;
 	for (rounds = 0; rounds < cap; rounds++) {
-		len = u->size - off < u->fragment ? u->size - off : u->fragment;
-		if (end >= 0 && end - off + 1 < len)
-			len = end - off + 1;
-		bfmt(hdr, sizeof(hdr), "Content-Range: bytes %" PRId64 "-%"
-		    PRId64 "/%" PRId64 "\r\n", off, off + len - 1, u->size);
-		req_init(&q, "PUT");
-		q.hdrs = hdr;
-		q.fd = u->fd;
-		q.off = (off_t)off;
-		q.flen = len;
-		q.has_body = 1;
-		q.tap = upload_tap;
-		q.tapctx = u;
-		debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64,
-		    u->path, off, off + len - 1, u->size);
-		rc = graph_request(g, u->url, &q, &r, &c, G_SECRET |
-		    G_IDEMPOTENT | G_HOLD);
+		rc = fragment_put(g, u, off, end, &r, &c);
 		if (rc == -1 && !g->lost)
 			return -1;
+		gone = 0;
 		if (rc == 0 && (r.status == 200 || r.status == 201))
 			return graph_written(g, c, &r, u->path, &u->it);
 		if (rc == 0 && r.status == 202) {
 			if (parse_session(c, &r, u, 0, &off, &end) == -1)
 				return -1;
-			if (off == -1)
-				return err1("%s: the service has every byte but "
-				    "did not commit the file", u->path);
 			fails = 0;
-			continue;
-		}
-		if (rc == 0 && r.status != 404 && r.status != 401 &&
+		} else if (rc == 0 && r.status != 404 && r.status != 401 &&
 		    r.status != 416 && r.status != 429 && r.status < 500)
 			return graph_error(c, &r, u->path);
-		if (rc == 0) {
-			bfmt(held, sizeof(held), "%s: HTTP %d from the upload "
-			    "host", u->path, r.status);
-			http_drop(c, &r);
-		}
-		if (rc == -1 || r.status != 404) {
-			/* a 5xx may come after the bytes were taken (the
-			 * last fragment above all, 7.4): never resent blindly */
-			wait = retry_wait(rc == 0 ? &r : NULL, fails);
-			if (fails++ >= retries || wait < 0) {
-				u->keep = 1;
-				return err1("%s: upload stopped at byte %" PRId64
-				    " of %" PRId64 " (%s); run the same put again "
-				    "to resume", u->path, off, u->size, held);
-			}
-			if (rc == -1 || r.status != 416)
-				retry_nap(wait, held);
-			held[0] = '\0';
-			if ((rc = session_status(g, u, &off, &end)) == -1) {
-				u->keep = 1;
-				return -1;
-			}
-			if (rc == 0 && off == -1)
-				return err1("%s: the service has every byte but "
-				    "did not commit the file", u->path);
-			if (rc == 0)
-				continue;
-		}
+		else if ((gone = fragment_failed(g, u, c, rc == 0 ? &r : NULL,
+		    &fails, &off, &end)) == -1)
+			return -1;
+		if (!gone && off >= 0)
+			continue;
+		if ((rc = upload_landed(g, u)) != 0)
+			return rc == 1 ? 0 : -1;
+		if (!gone)
+			return err1("%s: the service has every byte but did not "
+			    "commit the file", u->path);
 		/* the session is gone: a new one, from byte 0 (7.3) */
 		if (restarts++ >= SESSION_RESTARTS)
 			return err1("%s: the upload session vanished %d times",
@@ -5035,6 +5149,8 @@ upload_session(struct graph *g, struct upload *u)
 	state_path(g->p, u->state, sizeof(u->state), "put", key);
 	if ((rc = session_resume(g, u, &next, &end)) == -1)
 		return -1;
+	if (rc == 2)
+		return 0;
 	if (rc == 1) {
 		if (session_create(g, u) == -1)
 			return -1;
@@ -5051,36 +5167,6 @@ upload_session(struct graph *g, struct upload *u)
 	return rc;
 }
 
-/*
- * The local content's hash, for comparing with the service's.  The tap
- * has hashed every byte sent in order; only if the service skipped
- * ahead (a resumed session) is the file read once more.
- */
-static int
-upload_hash(struct upload *u)
-{
-	static unsigned char buf[IO_BUF];
-	int64_t	 off;
-	ssize_t	 n;
-
-	if (u->hashed == u->size) {
-		qxh_final(&u->h, u->qxh);
-		return 0;
-	}
-	qxh_init(&u->h);
-	for (off = 0; off < u->size; off += n) {
-		n = pread_full(u->fd, buf, u->size - off < (int64_t)sizeof(buf) ?
-		    (size_t)(u->size - off) : sizeof(buf), (off_t)off);
-		if (n < 0)
-			return err1("%s: read:", u->path);
-		if (n == 0)
-			return err1("%s: file shrank while being read", u->path);
-		qxh_update(&u->h, buf, (size_t)n);
-	}
-	qxh_final(&u->h, u->qxh);
-	return 0;
-}
-
 /* Upload u->fd to u->path and check what the service stored. */
 static int
 graph_upload(struct graph *g, struct upload *u)
@@ -5091,6 +5177,7 @@ graph_upload(struct graph *g, struct upload *u)
 		return -1;
 	qxh_init(&u->h);
 	u->hashed = 0;
+	u->qxh[0] = '\0';
 	if (u->size <= SIMPLE_UPLOAD_MAX) {
 		rc = upload_simple(g, u);
 		if (rc == 0)

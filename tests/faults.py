@@ -284,6 +284,57 @@ def test_put_416_after_lost_response(t):
 
 
 @test
+def test_put_last_fragment_answer_lost(t):
+    """The service commits the file on the last fragment, but its answer is
+    lost.  The session is gone then (404): odcp finds the committed item
+    (size, mtime, quickXorHash) and is done.  It sends no byte again, makes
+    no second session, and --conflict fail does not trip over its own
+    file.  A run that gives up right there (--retries 0) keeps its state
+    file, and the rerun finds the upload finished without sending a byte."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG + 10
+    data = blob(size, 51)
+    src = t.local("last.bin", data)
+    for conflict in ("replace", "fail"):
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "upload", "method": "PUT", "nth": 5, "lose_response": True})
+        EMU.clear_log()
+        remote = "/f/last-%s.bin" % conflict
+        t.ok("put", "--conflict", conflict, *PUT_FRAG, src, remote, timeout=60)
+        log = EMU.log()
+        uploaded_ok(t, remote, data, "%s, last answer lost" % conflict)
+        t.eq(len(sessions_created(log)), 1, "%s: upload sessions created" % conflict)
+        t.eq(sum(x["body_len"] for x in ups(log) if x["method"] == "PUT"), size,
+             "%s: bytes sent for a file of %d" % (conflict, size))
+        t.eq(len(frags(log)), 5, "%s: fragments sent" % conflict)
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "upload", "method": "PUT", "nth": 5, "lose_response": True})
+    r = t.status(1, "--retries", "0", "put", *PUT_FRAG, src, "/f/last-rerun.bin", timeout=60)
+    t.check("run the same put again" in r.err, "the error does not say a rerun resumes: %r" % r.err)
+    uploaded_ok(t, "/f/last-rerun.bin", data, "committed, answer lost, run given up")
+    state = os.path.join(t.cfg, "state")
+    t.eq(len([f for f in os.listdir(state) if "-put-" in f]), 1, "state files kept by the run that gave up")
+    EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    r = t.ok("put", *PUT_FRAG, src, "/f/last-rerun.bin", timeout=60)
+    t.check("had finished" in r.err, "the rerun does not say the upload had finished: %r" % r.err)
+    log = EMU.log()
+    t.eq([x["method"] for x in ups(log)], ["GET"], "the rerun's requests to the upload host")
+    t.eq(len(sessions_created(log)), 0, "sessions created by the rerun")
+    t.eq([f for f in os.listdir(state) if "-put-" in f], [], "state files after the rerun")
+    # the session vanishes uncommitted, and the item at the path has the
+    # size and mtime of the upload but other bytes: not taken for it
+    other = blob(size, 52)
+    faults({"listener": "upload", "method": "PUT", "nth": 3, "expire_session": True})
+    EMU.seed("/f/same-size.bin", other, mtime=int(os.stat(src).st_mtime))
+    EMU.clear_log()
+    t.ok("put", *PUT_FRAG, src, "/f/same-size.bin", timeout=60)
+    t.eq(len(sessions_created(EMU.log())), 2, "sessions when the committed item is another file")
+    uploaded_ok(t, "/f/same-size.bin", data, "same size, other bytes")
+
+
+@test
 def test_put_next_expected_ranges_shapes(t):
     """The session's answers name what it needs in the shapes the reference
     allows: "N-", "N-M", several ranges.  odcp follows the server, and a
@@ -353,6 +404,14 @@ def test_put_resume_across_runs(t):
     for f in files:
         st = os.stat(os.path.join(state, f))
         t.eq(st.st_mode & 0o777, 0o600, "mode of state file %s" % f)
+        kv = dict(l.split("=", 1) for l in read(os.path.join(state, f)).decode().splitlines() if "=" in l)
+        t.eq(sorted(kv), ["conflict", "expires", "fragment", "local", "path", "url"], "keys of the state file")
+        t.eq((kv.get("path"), kv.get("fragment"), kv.get("conflict")), ("/f/resume.bin", str(FRAG), "replace"),
+             "path, fragment size and conflict policy in the state file")
+        t.check(kv.get("local", "").startswith("%d " % size), "local identity does not begin with the size: %r"
+                % kv.get("local"))
+        t.check(kv.get("url", "").startswith("https://") and int(kv.get("expires", "0")) > time.time(),
+                "session URL and expiry in the state file")
     t.check("/up/" not in r.err and "/up/" not in r.text, "upload URL printed")
     EMU.ctl("POST", "/faults/clear")
     EMU.clear_log()
