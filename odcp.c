@@ -4210,71 +4210,142 @@ location_plain(int c)
 }
 
 /*
+ * The response that carries the content from byte have on: GET
+ * .../content with the bearer token (url), or the pre-authenticated URL
+ * it redirects to (loc, kept for resuming), without it and with Range
+ * when resuming.  *flags tells which was asked last.  As
+ * graph_request(); a redirect without a usable Location is reported.
+ */
+static int
+download_open(struct graph *g, const char *path, const char *url, char *loc,
+    int64_t have, struct http_resp *r, struct conn **cp, int *flags)
+{
+	char	 range[64];
+	struct http_req q;
+	int	 hops, rc;
+
+	*flags = loc[0] ? G_SECRET | G_IDEMPOTENT | G_HOLD :
+	    G_AUTH | G_IDEMPOTENT;
+	for (hops = 0;; hops++) {
+		req_init(&q, "GET");
+		q.hdrs = NULL;
+		if ((*flags & G_SECRET) && have > 0) {
+			bfmt(range, sizeof(range), "Range: bytes=%" PRId64 "-\r\n",
+			    have);
+			q.hdrs = range;
+		}
+		rc = graph_request(g, loc[0] ? loc : url, &q, r, cp, *flags);
+		if (rc == -1 || r->status < 300 || r->status > 399 ||
+		    r->status == 304)
+			return rc;
+		http_drop(*cp, r);
+		if (r->location[0] == '\0' || hops >= HTTP_REDIRECT_MAX)
+			return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX ?
+			    "too many redirects" : "redirect without a Location");
+		rc = pct_encode(loc, URL_MAX, r->location, location_plain);
+		wipe(r->location, sizeof(r->location));
+		if (rc == -1)
+			return err1("%s: redirect Location too long", path);
+		*flags = G_SECRET | G_IDEMPOTENT | G_HOLD;
+	}
+}
+
+/*
+ * Copy a 200 or 206 body into fd from byte *have on, hashing it.  A 200
+ * where a range was asked starts fd again if it can be truncated (trunc)
+ * and fails otherwise.  0: the body ended (*have may still be short), 1:
+ * it broke off (held has why), -1: failure (reported; *kept when fd
+ * holds bytes worth resuming from).
+ */
+static int
+download_body(struct conn *c, struct http_resp *r, const char *path,
+    int64_t size, int fd, int trunc, struct qxh *h, int64_t *have,
+    int *kept)
+{
+	static unsigned char buf[IO_BUF];
+	char	 why[sizeof(held)];
+	const char *bad = NULL;
+	int64_t	 a, z, t;
+	long	 n = 0;
+	int	 e;
+
+	if (r->status == 206 && (sscanf(r->content_range, "bytes %" SCNd64
+	    "-%" SCNd64 "/%" SCNd64, &a, &z, &t) != 3 || a != *have ||
+	    t != size))
+		bad = "the download host sent another range than asked";
+	else if (r->status == 200 && *have > 0 && !trunc)
+		bad = "the download host cannot resume, and a pipe cannot "
+		    "start again";
+	else if (r->status == 200 && *have > 0) {
+		debug(1, "%s: the download host sent the whole file: starting "
+		    "again", path);
+		if (ftruncate(fd, 0) == -1 || lseek(fd, 0, SEEK_SET) == -1)
+			bad = "truncate:";
+		qxh_init(h);
+		*have = 0;
+	}
+	while (bad == NULL) {
+		hush = 1;
+		n = http_read(c, r, buf, sizeof(buf));
+		hush = 0;
+		if (n <= 0)
+			break;
+		if (*have + n > size)		/* never more than announced */
+			bad = "the download is longer than the size the service "
+			    "announced";
+		else if (write_all(fd, buf, (size_t)n) == -1) {
+			*kept = *have > 0;
+			bad = "write:";
+		} else {
+			qxh_update(h, buf, (size_t)n);
+			*have += n;
+		}
+	}
+	e = errno;
+	http_done(c, r);
+	if (bad != NULL) {
+		conn_close(c);
+		errno = e;
+		return err1("%s: %s", path, bad);
+	}
+	if (n == 0)
+		return 0;
+	bfmt(why, sizeof(why), "%s", held);
+	bfmt(held, sizeof(held), "%s: %s at byte %" PRId64 " of %" PRId64, path,
+	    why, *have, size);
+	return 1;
+}
+
+/*
  * Download an item's content into fd, from byte *have on (the bytes
- * before it are in fd and in h already).  GET .../content answers 302 to
- * a pre-authenticated URL on another host, fetched without Authorization
- * and, when resuming, with Range (5.1-5.3).  A transfer that breaks goes
- * on from where it stopped; a URL the download host no longer takes
- * (401, 403, 404) is replaced by a fresh one, without touching the Graph
- * token; a 200 where 206 was asked restarts from byte 0 if the caller can
- * truncate fd (trunc), and fails otherwise.  *kept: the failure left
- * bytes worth resuming from.
+ * before it are in fd and in h already), through download_open() and
+ * download_body().  A transfer that breaks goes on from where it
+ * stopped; a URL the download host no longer takes (401, 403, 404) is
+ * replaced by a fresh one, without touching the Graph token (5.2, 9.4);
+ * a 416 to a resume starts the file again.  Waits and
+ * attempts follow the --retries budget, renewed while bytes flow.
+ * *kept: the failure left bytes worth resuming from.
  */
 static int
 graph_download(struct graph *g, const char *path, int64_t size, int fd,
     int trunc, struct qxh *h, int64_t *have, int *kept)
 {
 	static char url[URL_MAX], loc[URL_MAX];
-	static unsigned char buf[IO_BUF];
-	char	 range[64];
-	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
-	int	 hops, rc, fails = 0, flags;
-	int64_t	 a, z, t, from, wait;
-	long	 n;
-	char	 why[sizeof(held)];
-	const struct http_resp *ra = NULL;	/* its Retry-After sets the wait */
+	const struct http_resp *ra;	/* its Retry-After sets the wait */
+	int	 rc = 0, fails = 0, flags;
+	int64_t	 from, wait;
 
 	*kept = 0;
 	loc[0] = '\0';
+	graph_url(g, url, sizeof(url), path, "content");
 	while (*have < size || size == 0) {
-		if (loc[0] == '\0') {
-			graph_url(g, url, sizeof(url), path, "content");
-			flags = G_AUTH | G_IDEMPOTENT;
-		} else
-			flags = G_SECRET | G_IDEMPOTENT | G_HOLD;
-		for (hops = 0;; hops++) {
-			req_init(&q, "GET");
-			q.hdrs = NULL;
-			if ((flags & G_SECRET) && *have > 0) {
-				bfmt(range, sizeof(range), "Range: bytes=%" PRId64
-				    "-\r\n", *have);
-				q.hdrs = range;
-			}
-			rc = graph_request(g, loc[0] ? loc : url, &q, &r, &c,
-			    flags);
-			if (rc == -1 || r.status < 300 || r.status > 399 ||
-			    r.status == 304)
-				break;
-			http_drop(c, &r);
-			if (r.location[0] == '\0' || hops >= HTTP_REDIRECT_MAX) {
-				wipe(loc, sizeof(loc));
-				return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX
-				    ? "too many redirects" :
-				    "redirect without a Location");
-			}
-			rc = pct_encode(loc, sizeof(loc), r.location,
-			    location_plain);
-			wipe(r.location, sizeof(r.location));
-			if (rc == -1)
-				return err1("%s: redirect Location too long", path);
-			flags = G_SECRET | G_IDEMPOTENT | G_HOLD;
-		}
-		if (rc == -1 && !g->lost) {
-			wipe(loc, sizeof(loc));
-			return -1;
-		}
+		ra = NULL;
+		from = *have;
+		rc = download_open(g, path, url, loc, *have, &r, &c, &flags);
+		if (rc == -1 && !g->lost)
+			break;
 		if (rc == 0 && (flags & G_SECRET) && (r.status == 401 ||
 		    r.status == 403 || r.status == 404)) {
 			/* the pre-authenticated URL expired: get a new one */
@@ -4283,112 +4354,56 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 			http_drop(c, &r);
 			wipe(loc, sizeof(loc));
 		} else if (rc == 0 && r.status == 416 && *have > 0) {
+			/* (a partial file as long as the item is not asked
+			 * for: no 416 for a range at its end, 5.3) */
 			http_drop(c, &r);
-			if (sscanf(r.content_range, "bytes */%" SCNd64, &t) == 1 &&
-			    t == size && *have == size)
-				break;		/* complete already (5.3) */
-			if (!trunc)
-				return err1("%s: the download host refused to "
+			if (!trunc) {
+				rc = err1("%s: the download host refused to "
 				    "resume (HTTP 416)", path);
-			bfmt(held, sizeof(held), "%s: HTTP 416", path);
-			goto restart;
-		} else if (rc == 0 && (r.status == 200 || r.status == 206)) {
-			if (r.status == 206 && (sscanf(r.content_range,
-			    "bytes %" SCNd64 "-%" SCNd64 "/%" SCNd64, &a, &z, &t)
-			    != 3 || a != *have || t != size)) {
-				http_done(c, &r);
-				conn_close(c);
-				wipe(loc, sizeof(loc));
-				return err1("%s: the download host sent another "
-				    "range than asked", path);
-			}
-			if (r.status == 200 && *have > 0) {
-				if (!trunc) {
-					http_done(c, &r);
-					conn_close(c);
-					wipe(loc, sizeof(loc));
-					return err1("%s: the download host cannot "
-					    "resume, and a pipe cannot start "
-					    "again", path);
-				}
-				debug(1, "%s: the download host sent the whole "
-				    "file: starting again", path);
-				if (ftruncate(fd, 0) == -1 ||
-				    lseek(fd, 0, SEEK_SET) == -1) {
-					http_done(c, &r);
-					conn_close(c);
-					wipe(loc, sizeof(loc));
-					return err1("%s: truncate:", path);
-				}
-				qxh_init(h);
-				*have = 0;
-			}
-			/* a body that breaks off is resumed: its report waits */
-			from = *have;
-			for (;;) {
-				hush = 1;
-				n = http_read(c, &r, buf, sizeof(buf));
-				hush = 0;
-				if (n <= 0)
-					break;
-				if (*have + n > size) {	/* never more than announced */
-					http_done(c, &r);
-					conn_close(c);
-					wipe(loc, sizeof(loc));
-					return err1("%s: the download is longer than "
-					    "the %" PRId64 " bytes the service "
-					    "announced", path, size);
-				}
-				if (write_all(fd, buf, (size_t)n) == -1) {
-					http_done(c, &r);
-					conn_close(c);
-					wipe(loc, sizeof(loc));
-					*kept = *have > 0;
-					return err1("%s: write:", path);
-				}
-				qxh_update(h, buf, (size_t)n);
-				*have += n;
-			}
-			http_done(c, &r);
-			if (n == 0 && (*have == size || size == 0))
 				break;
-			bfmt(why, sizeof(why), "%s", n == 0 ? "the download "
-			    "ended early" : held);
-			bfmt(held, sizeof(held), "%s: %s at byte %" PRId64 " of %"
-			    PRId64, path, why, *have, size);
+			}
+			bfmt(held, sizeof(held), "%s: HTTP 416", path);
+			if (ftruncate(fd, 0) == -1 || lseek(fd, 0, SEEK_SET) == -1) {
+				rc = err1("%s: truncate:", path);
+				break;
+			}
+			qxh_init(h);
+			*have = 0;
+		} else if (rc == 0 && (r.status == 200 || r.status == 206)) {
+			if (r.status == 200)
+				from = 0;	/* the whole file, from byte 0 */
+			rc = download_body(c, &r, path, size, fd, trunc, h, have,
+			    kept);
+			if (rc == -1 || (*have == size && (rc == 0 || size > 0)))
+				break;
+			if (rc == 0)
+				bfmt(held, sizeof(held), "%s: the download ended "
+				    "early at byte %" PRId64 " of %" PRId64, path,
+				    *have, size);
 			if (*have - from >= IO_BUF)
 				fails = 0;	/* it moves: a new budget */
 		} else if (rc == 0 && r.status < 500 && r.status != 429) {
-			wipe(loc, sizeof(loc));
-			return graph_error(c, &r, path);
+			rc = graph_error(c, &r, path);
+			break;
 		} else if (rc == 0) {
 			bfmt(held, sizeof(held), "%s: HTTP %d from %s", path,
 			    r.status, c->host);
 			http_drop(c, &r);
 			ra = &r;
 		}
+		rc = -1;
 		if ((wait = retry_wait(ra, fails)) < 0 || fails++ >= retries) {
-			wipe(loc, sizeof(loc));
 			*kept = *have > 0;
-			return err1("%s%s", held, *kept && trunc ? "; the partial "
+			err1("%s%s", held, *kept && trunc ? "; the partial "
 			    "file is kept: run the same get again to resume" : "");
+			break;
 		}
 		retry_nap(wait, held);
 		held[0] = '\0';
-		ra = NULL;
-		continue;
-restart:
-		if (fails++ >= retries) {
-			wipe(loc, sizeof(loc));
-			return err1("%s", held);
-		}
-		if (ftruncate(fd, 0) == -1 || lseek(fd, 0, SEEK_SET) == -1)
-			return err1("%s: truncate:", path);
-		qxh_init(h);
-		*have = 0;
+		rc = 0;
 	}
 	wipe(loc, sizeof(loc));
-	return 0;
+	return rc == -1 ? -1 : 0;
 }
 
 /* Send a JSON body (POST, PATCH) to Graph; r and *cp get the answer. */

@@ -545,6 +545,46 @@ def test_get_200_instead_of_206(t):
 
 
 @test
+def test_get_improper_download_answers(t):
+    """What a download host must not do: send more than the item's size
+    (exit 1, nothing kept), or answer a resume with another range than
+    asked (exit 1); a 416 to a resume starts the file again and it ends
+    intact; the whole file (200) in answer to a resume into a pipe is an
+    exit 1, as standard output cannot start again."""
+    t.login()
+    size = MiB
+    data = seed_big(size, seed=61)
+    d = t.local("imp")
+    os.makedirs(d)
+    out = os.path.join(d, "big.bin")
+    faults({"listener": "download", "nth": 1, "status": 200, "body": "x" * (size + 5)})
+    r = t.status(1, "get", "/d/big.bin", out)
+    t.check("longer than" in r.err, "no 'longer than' in %r" % r.err)
+    t.eq(os.listdir(d), [], "files after a download longer than announced")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "download", "nth": 1, "drop_response_after": 256 * 1024},
+           {"listener": "download", "nth": 2, "status": 206, "body": "0123456789",
+            "headers": {"Content-Range": "bytes 0-9/%d" % size}})
+    r = t.status(1, "get", "/d/big.bin", out)
+    t.check("another range" in r.err, "no 'another range' in %r" % r.err)
+    t.eq(os.listdir(d), [], "files after a resume answered with another range")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "download", "nth": 1, "drop_response_after": 256 * 1024},
+           {"listener": "download", "nth": 2, "status": 416, "headers": {"Content-Range": "bytes */%d" % size}})
+    EMU.clear_log()
+    t.ok("get", "/d/big.bin", out)
+    t.check(read(out) == data, "bytes differ after a 416 to the resume")
+    t.eq([(x["status"], x["headers"].get("range")) for x in dl_gets(EMU.log())],
+         [(200, None), (416, "bytes=262144-"), (200, None)], "download GETs (status, Range)")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "download", "nth": 1, "drop_response_after": 256 * 1024},
+           {"listener": "download", "nth": 2, "ignore_range": True})
+    r = t.status(1, "get", "/d/big.bin", "-")
+    t.check("pipe cannot start again" in r.err, "no 'pipe cannot start again' in %r" % r.err)
+    t.eq(r.out, data[:256 * 1024], "standard output after the resume failed")
+
+
+@test
 def test_get_expired_download_url(t):
     """The pre-authenticated URL answers 403 (expired) on the resume: odcp
     asks Graph for a fresh one without renewing its token, and finishes."""
