@@ -298,6 +298,7 @@ class Ctx:
         self.problems = []
         self.bgs = []
         self.outputs = []          # (stdout, stderr) of every run, for the secrets check
+        self.notes = []            # measured figures, printed as "# ..." under the result
         self.write_config()
 
     def cleanup(self):
@@ -402,6 +403,9 @@ class Ctx:
             EMU.config(auto_approve=0)
 
     # ---- checks
+    def note(self, msg):
+        self.notes.append(msg)
+
     def check(self, cond, msg):
         if not cond:
             self.problems.append(msg)
@@ -480,6 +484,8 @@ def run_tests(selected):
             if VERBOSE and not isinstance(e, AssertionError):
                 traceback.print_exc()
         finally:
+            for n in ctx.notes:
+                print("#   %s" % n, flush=True)
             if VERBOSE:
                 print("   (%s: %.1fs)" % (name, time.time() - t0), flush=True)
             ctx.cleanup()

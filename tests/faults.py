@@ -138,6 +138,8 @@ def test_put_connection_dropped_mid_fragment(t):
     contiguous(t, fr, size, "dropped fragment")
     t.eq(len(sessions_created(log)), 1, "upload sessions created")
     no_auth_on_preauth(t, log, "dropped fragment")
+    t.note("%d bytes reached the upload host for a file of %d (the dropped fragment's 100 KiB and its resend)"
+           % (sum(x["body_len"] for x in u if x["method"] == "PUT"), size))
 
 
 @test
@@ -151,6 +153,7 @@ def test_put_429_retry_after_on_fragment(t):
     data, r, log = put_big(t, size)
     uploaded_ok(t, "/f/big.bin", data, "429 on a fragment")
     g = gap_after(ups(log), rid)
+    t.note("waited %.2f s after 429 with Retry-After: 100 (scaled by %g: %.2f s)" % (g or -1, SCALE, 100 * SCALE))
     t.check(g is not None and g >= 100 * SCALE * 0.95, "wait after 429 Retry-After 100: %r s, want >= %.2f" % (g, 100 * SCALE))
     t.check(g is not None and g < 100 * SCALE + 30, "wait after 429 far too long: %r" % g)
     contiguous(t, frags(log), size, "429")
@@ -418,6 +421,7 @@ def test_put_resume_across_runs(t):
     r = t.ok("-v", "put", *PUT_FRAG, src, "/f/resume.bin", timeout=60)
     log = EMU.log()
     sent = sum(x["body_len"] for x in ups(log) if x["method"] == "PUT")
+    t.note("the resuming run sent %d of %d bytes" % (sent, size))
     t.check(0 < sent < size, "second run sent %d bytes of %d" % (sent, size))
     t.eq(len(sessions_created(log)), 0, "sessions created by the resuming run")
     t.check("/up/" not in r.err, "upload URL in -v output")
@@ -505,6 +509,7 @@ def test_get_stalled_body_times_out_and_resumes(t):
     EMU.clear_log()
     t0 = time.time()
     t.ok("--timeout", "2", "get", "/d/big.bin", out, timeout=60)
+    t.note("a 30 s stall after 512 KiB, --timeout 2: the get ended after %.1f s" % (time.time() - t0))
     t.check(time.time() - t0 < 25, "the stall was not noticed before the server gave up (%.1fs)" % (time.time() - t0))
     t.check(read(out) == data, "bytes differ after a stall")
     g = dl_gets(EMU.log())
@@ -674,6 +679,8 @@ def test_ls_503_http_date_retry_after(t):
     r = t.ok("ls", "/p", timeout=60)
     t.eq(r.lines(), ["n%d" % i for i in range(7)], "listing")
     g = gap_after([x for x in EMU.log() if x["listener"] == "graph"], rid)
+    t.note("waited %.2f s after 503 with a Retry-After date 100 s past a Date 1 h ahead (scaled: %.2f s)"
+           % (g or -1, 100 * SCALE))
     t.check(g is not None and 100 * SCALE * 0.9 <= g < 100 * SCALE + 20, "wait after an HTTP-date Retry-After: %r s" % g)
 
 
@@ -716,14 +723,17 @@ def test_matrix_read_commands(t):
             ("get", "/mx/f4.txt", "-")]
     want = {c: t.ok(*c).out for c in cmds}
     for name, rule in MATRIX_FAULTS:
+        good = 0
         for c in cmds:
             EMU.ctl("POST", "/faults/clear")
             faults(dict(rule, listener="graph", nth=1))
             r = t.run("--timeout", "2", *c, timeout=60)
-            t.check(r.rc == 0 and r.out == want[c], "%s on odcp %s: rc %d, stdout %s, stderr %r"
-                    % (name, " ".join(c), r.rc, "same" if r.out == want[c] else "differs: %r" % r.out[:200], r.err))
+            ok = t.check(r.rc == 0 and r.out == want[c], "%s on odcp %s: rc %d, stdout %s, stderr %r"
+                         % (name, " ".join(c), r.rc, "same" if r.out == want[c] else "differs: %r" % r.out[:200], r.err))
             fired = [x["fired"] for x in rules().values()]
-            t.eq(fired, [1], "%s on odcp %s: the fault fired" % (name, " ".join(c)))
+            good += t.eq(fired, [1], "%s on odcp %s: the fault fired" % (name, " ".join(c))) and ok
+        t.note("%s: %d of %d read commands (%s) exit 0 with a clean run's output"
+               % (name, good, len(cmds), "; ".join(" ".join(c) for c in cmds)))
 
 
 @test
@@ -742,9 +752,11 @@ def test_matrix_write_commands(t):
         EMU.seed("/w/gone%d.txt" % n, b"x")
         steps = [("mkdir", "/w/d%d" % n), ("rm", "/w/gone%d.txt" % n),
                  ("put", t.local("src/a.txt"), "/w/a%d.txt" % n), ("put", "-r", t.local("src"), "/w/tree%d" % n)]
+        good = 0
         for c in steps:
             r = t.run("--timeout", "2", *c, timeout=60)
-            t.check(r.rc == 0, "%s on odcp %s: rc %d, stderr %r" % (name, " ".join(c), r.rc, r.err))
+            good += t.check(r.rc == 0, "%s on odcp %s: rc %d, stderr %r" % (name, " ".join(c), r.rc, r.err))
+        t.note("%s on the first write: %d of 4 (mkdir, rm, put, put -r) exit 0, each done once" % (name, good))
         tree = EMU.tree()
         t.check("/w/d%d" % n in tree and "/w/gone%d.txt" % n not in tree, "%s: mkdir/rm effect" % name)
         for p, data in (("/w/a%d.txt" % n, b"alpha"), ("/w/tree%d/a.txt" % n, b"alpha"), ("/w/tree%d/sub/b.txt" % n, b"beta")):
@@ -941,6 +953,7 @@ def test_kill9_put_and_get_50mib_then_resume(t):
         EMU.clear_log()
         t.ok("put", "--fragment-size", str(16 * UNIT), src, "/k/fifty.bin", timeout=120)
         sent = sum(x["body_len"] for x in ups(EMU.log()) if x["method"] == "PUT")
+        t.note("put of 50 MiB killed, rerun sent %d bytes (%.0f%% of the file)" % (sent, 100.0 * sent / size))
         t.check(0 < sent < size, "rerun of put sent %d bytes of %d" % (sent, size))
         t.eq(len(sessions_created(EMU.log())), 0, "sessions created by the rerun")
         uploaded_ok(t, "/k/fifty.bin", data, "put after kill -9")
@@ -964,6 +977,9 @@ def test_kill9_put_and_get_50mib_then_resume(t):
         m = re.match(r"bytes=(\d+)-", (g[0]["headers"].get("range") or "") if g else "")
         t.check(m is not None and 0 < int(m.group(1)) <= have,
                 "rerun of get: want Range from the partial size (%d): %r" % (have, [x["headers"].get("range") for x in g]))
+        if m:
+            t.note("get of 50 MiB killed with %d bytes kept, rerun fetched %d bytes (%.0f%% of the file)"
+                   % (have, size - int(m.group(1)), 100.0 * (size - int(m.group(1))) / size))
 
 
 # ============================================================ proxies
