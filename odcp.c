@@ -83,6 +83,9 @@
 #define FRESH_RECENT	16	/* folders remembered as just created */
 #define SESSION_RESTARTS 3	/* new upload sessions after one vanished */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
+#define COMMIT_SLOW	5	/* the last fragment's answer may take this many
+				 * timeouts: the service assembles the file
+				 * (graph-api.md 7.4) */
 
 /* Graph rules for uploads (graph-api.md 6, 7.2). */
 #define SIMPLE_UPLOAD_MAX (4 * 1024 * 1024)	/* single PUT up to 4 MiB */
@@ -3581,7 +3584,9 @@ enum {
 	G_IDEMPOTENT = 2,	/* may be repeated after any failure */
 	G_SECRET = 4,		/* the URL is a credential: never logged */
 	G_HOLD = 8,		/* the caller retries: hold failures for it */
-	G_FRESH = 16		/* the item was just written: 404 may pass */
+	G_FRESH = 16,		/* the item was just written: 404 may pass */
+	G_MISSING_OK = 32,	/* graph_stat(): a 404 is an answer */
+	G_SLOW = 64		/* the service may think long: a longer timeout */
 };
 
 struct graph {
@@ -3700,8 +3705,8 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		}
 		hush = 1;
 		held[0] = '\0';
-		rc = http_exchange(url, q, r, cp, g->p->timeout,
-		    flags & G_SECRET);
+		rc = http_exchange(url, q, r, cp, g->p->timeout *
+		    (flags & G_SLOW ? COMMIT_SLOW : 1), flags & G_SECRET);
 		hush = 0;
 		g->resent |= q->resent;
 		wipe(hdrs, sizeof(hdrs));
@@ -4029,12 +4034,12 @@ req_init(struct http_req *q, const char *method)
 }
 
 /*
- * GET one item's metadata.  missing_ok: a 404 is no error and returns 1
- * (the caller is asking whether the item exists).
+ * GET one item's metadata.  how: G_MISSING_OK, a 404 is no error and
+ * returns 1 (the caller is asking whether the item exists); G_FRESH,
+ * odcp has just written it.
  */
 static int
-graph_stat(struct graph *g, const char *path, struct item *it,
-    int missing_ok)
+graph_stat(struct graph *g, const char *path, struct item *it, int how)
 {
 	char	 url[URL_MAX];
 	struct http_req q;
@@ -4045,10 +4050,10 @@ graph_stat(struct graph *g, const char *path, struct item *it,
 	graph_url(g, url, sizeof(url), path, NULL);
 	do {
 		req_init(&q, "GET");
-		if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT)
-		    == -1)
+		if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT |
+		    (how & G_FRESH)) == -1)
 			return -1;
-		if (r.status == 404 && missing_ok) {
+		if (r.status == 404 && (how & G_MISSING_OK)) {
 			http_drop(c, &r);
 			return 1;
 		}
@@ -4521,7 +4526,7 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 			break;
 		if (graph_unsure(g, c, &r, rc, &attempt, path) == -1)
 			return -1;
-		if ((rc = graph_stat(g, path, it, 1)) == -1)
+		if ((rc = graph_stat(g, path, it, G_MISSING_OK)) == -1)
 			return -1;
 		if (rc == 0 && it->type == ITEM_FOLDER) {
 			graph_made(g, path);
@@ -4763,7 +4768,7 @@ upload_simple(struct graph *g, struct upload *u)
 			break;
 		if (graph_unsure(g, c, &r, rc, &attempt, u->path) == -1)
 			return -1;
-		if ((rc = graph_stat(g, u->path, &u->it, 1)) == -1)
+		if ((rc = graph_stat(g, u->path, &u->it, G_MISSING_OK)) == -1)
 			return -1;
 		h = u->h;
 		qxh_final(&h, sum);
@@ -4869,7 +4874,7 @@ session_create(struct graph *g, struct upload *u)
 		if (graph_unsure(g, c, &r, rc, &attempt, u->path) == -1)
 			return -1;
 		if (strcmp(u->conflict, "fail") == 0 &&
-		    (rc = graph_stat(g, u->path, &it, 1)) != 1)
+		    (rc = graph_stat(g, u->path, &it, G_MISSING_OK)) != 1)
 			return rc == -1 ? -1 : fail(EXIT_EXISTS, "%s: already "
 			    "exists", u->path);
 	}
@@ -4928,16 +4933,19 @@ session_status(struct graph *g, struct upload *u, int64_t *next,
  * fragment was lost (7.4)?  Sending it all again would waste the whole
  * upload, and fail on --conflict fail.  It is, if it has the size and
  * modification time sent, and the local content's quickXorHash when the
- * service gives one.  1: it is (u->it set), 0: it is not, -1: failure.
+ * service gives one.  fresh: the last fragment has just been sent, so a
+ * 404 may only mean the item is not visible yet.  1: it is (u->it set),
+ * 0: it is not, -1: failure.
  */
 static int
-upload_landed(struct graph *g, struct upload *u)
+upload_landed(struct graph *g, struct upload *u, int fresh)
 {
 	static struct item it;
 	int64_t	 mt;
 	int	 rc;
 
-	if ((rc = graph_stat(g, u->path, &it, 1)) != 0)
+	if ((rc = graph_stat(g, u->path, &it, G_MISSING_OK |
+	    (fresh ? G_FRESH : 0))) != 0)
 		return rc == 1 ? 0 : -1;
 	if (it.type != ITEM_FILE || it.size != u->size ||
 	    time_parse(it.modified, &mt) == -1 || mt != u->mtime)
@@ -5005,7 +5013,7 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 		ended = 1;
 	}
 	/* killed after the last fragment was taken, the state file kept */
-	if (ended && (rc = upload_landed(g, u)) != 0) {
+	if (ended && (rc = upload_landed(g, u, 0)) != 0) {
 		if (rc == -1)
 			return -1;
 		if (!quiet)
@@ -5032,10 +5040,13 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 	return 0;
 }
 
-/* PUT the fragment at off (up to end, if the session named one). */
+/*
+ * PUT the fragment at off (up to end, if the session named one); *last:
+ * it ends the file, and the service may take long to answer it.
+ */
 static int
 fragment_put(struct graph *g, struct upload *u, int64_t off, int64_t end,
-    struct http_resp *r, struct conn **cp)
+    struct http_resp *r, struct conn **cp, int *last)
 {
 	char	 hdr[256];
 	struct http_req q;
@@ -5056,8 +5067,9 @@ fragment_put(struct graph *g, struct upload *u, int64_t off, int64_t end,
 	q.tapctx = u;
 	debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64, u->path, off,
 	    off + len - 1, u->size);
+	*last = off + len == u->size;
 	return graph_request(g, u->url, &q, r, cp, G_SECRET | G_IDEMPOTENT |
-	    G_HOLD);
+	    G_HOLD | (*last ? G_SLOW : 0));
 }
 
 /*
@@ -5105,7 +5117,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	struct http_resp r;
 	struct conn *c = NULL;
 	long	 rounds, cap;
-	int	 rc, gone, fails = 0, restarts = 0;
+	int	 rc, gone, last, fails = 0, restarts = 0;
 
 	/* every round moves forward, or spends one of the retries or one
 	 * of the session restarts: so this cap is never reached by a
@@ -5113,7 +5125,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	cap = (long)(u->size / FRAGMENT_UNIT) * (SESSION_RESTARTS + 1) +
 	    (long)(retries + 2) * (SESSION_RESTARTS + 2) + 16;
 	for (rounds = 0; rounds < cap; rounds++) {
-		rc = fragment_put(g, u, off, end, &r, &c);
+		rc = fragment_put(g, u, off, end, &r, &c, &last);
 		if (rc == -1 && !g->lost)
 			return -1;
 		gone = 0;
@@ -5131,7 +5143,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 			return -1;
 		if (!gone && off >= 0)
 			continue;
-		if ((rc = upload_landed(g, u)) != 0)
+		if ((rc = upload_landed(g, u, last)) != 0)
 			return rc == 1 ? 0 : -1;
 		if (!gone)
 			return err1("%s: the service has every byte but did not "
@@ -5990,7 +6002,7 @@ mkdir_p(const char *path, int missing)
 
 	if (strcmp(path, "/") == 0)
 		return 0;
-	if (!missing && (rc = graph_stat(&G, path, &it, 1)) != 1) {
+	if (!missing && (rc = graph_stat(&G, path, &it, G_MISSING_OK)) != 1) {
 		if (rc == -1)
 			return -1;
 		return it.type == ITEM_FOLDER ? 0 :
@@ -6064,7 +6076,7 @@ put_target(const char *lpath, const char *remote, char *rpath, size_t rsz,
 
 	*missing = 0;
 	if (path_norm(norm, sizeof(norm), remote) == -1 ||
-	    (rc = graph_stat(&G, norm, &it, 1)) == -1)
+	    (rc = graph_stat(&G, norm, &it, G_MISSING_OK)) == -1)
 		return -1;
 	if (into && rc == 0 && it.type != ITEM_FOLDER)
 		return fail(EXIT_EXISTS, "%s is a file, not a folder", norm);

@@ -338,6 +338,25 @@ def test_put_last_fragment_answer_lost(t):
 
 
 @test
+def test_put_last_fragment_slow_answer(t):
+    """The service thinks for longer than --timeout before answering the
+    last fragment (it assembles the file, graph-api.md 7.4): odcp waits up
+    to five timeouts for that answer, so the upload ends without asking
+    the session anything."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG + 10
+    rid, = faults({"listener": "upload", "method": "PUT", "nth": 5, "delay": 5})
+    t0 = time.time()
+    data, r, log = put_big(t, size, glob=("--timeout", "2"))
+    uploaded_ok(t, "/f/big.bin", data, "slow answer to the last fragment")
+    t.eq([(x["method"], x["status"]) for x in ups(log)], [("PUT", 202)] * 4 + [("PUT", 201)],
+         "requests to the upload host")
+    t.eq(rules()[rid]["fired"], 1, "the delay fired")
+    t.note("the last fragment answered after 5 s, --timeout 2: put ended after %.1f s" % (time.time() - t0))
+
+
+@test
 def test_put_next_expected_ranges_shapes(t):
     """The session's answers name what it needs in the shapes the reference
     allows: "N-", "N-M", several ranges.  odcp follows the server, and a
