@@ -262,6 +262,7 @@ static int hush;		/* hold reports: a retry may follow */
 static int silent;		/* suppress reports: best-effort clean-up */
 static char held[MSG_MAX + 600];	/* the last report held back by hush */
 static int held_status;
+static const char *report_tail = "";	/* printed after each report */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
@@ -292,7 +293,7 @@ vfail(int status, const char *fmt, va_list ap)
 	held_status = status;
 	if (hush)
 		return -1;
-	fprintf(stderr, "odcp: %s\n", held);
+	fprintf(stderr, "odcp: %s%s\n", held, report_tail);
 	held[0] = '\0';
 	if (exit_status == EXIT_OK || exit_status == EXIT_FAIL)
 		exit_status = status;
@@ -305,7 +306,7 @@ release(void)
 {
 	if (held[0] == '\0')
 		return -1;
-	fprintf(stderr, "odcp: %s\n", held);
+	fprintf(stderr, "odcp: %s%s\n", held, report_tail);
 	held[0] = '\0';
 	if (exit_status == EXIT_OK || exit_status == EXIT_FAIL)
 		exit_status = held_status;
@@ -882,18 +883,46 @@ base_name(const char *path)
 /*
  * net_connect: resolve host and connect to the first address that answers
  * within timeout seconds.  Returns the socket, or -1 after reporting the
- * last address's error.
+ * last address's error.  net_wait() waits timeout seconds for fd to be
+ * ready, and less when a deadline is set: what must come whole within
+ * the timeout (a proxy's tunnel, a TLS handshake, a response head) is
+ * then not kept going by a peer that sends a byte at a time.
  */
+static int64_t net_deadline;	/* ms on the monotonic clock; 0: none */
+
+static int64_t
+net_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A deadline timeout seconds from now, or none (0). */
+static void
+net_deadline_set(int timeout)
+{
+	net_deadline = timeout > 0 ? net_now_ms() + (int64_t)timeout * 1000 : 0;
+}
+
 static int
 net_wait(int fd, int events, int timeout)
 {
 	struct pollfd pfd;
+	int64_t	 ms = (int64_t)timeout * 1000;
 	int	 r;
 
+	if (net_deadline > 0 && net_deadline - net_now_ms() < ms)
+		ms = net_deadline - net_now_ms();
+	if (ms <= 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
 	pfd.fd = fd;
 	pfd.events = (short)events;
 	do
-		r = poll(&pfd, 1, timeout * 1000);
+		r = poll(&pfd, 1, (int)ms);
 	while (r < 0 && errno == EINTR);
 	if (r == 0)
 		errno = ETIMEDOUT;
@@ -1076,6 +1105,7 @@ net_open(const char *host, const char *port, int timeout)
 	    "Proxy-Authorization: Basic " : "", proxy.auth,
 	    proxy.auth[0] ? "\r\n" : "");
 	n = strlen(req);
+	net_deadline_set(timeout);
 	r = net_wait(fd, POLLOUT, timeout) == 0 ? write(fd, req, n) : -1;
 	wipe(req, sizeof(req));
 	if (r >= 0 && (size_t)r != n) {
@@ -1098,6 +1128,7 @@ net_open(const char *host, const char *port, int timeout)
 		n++;
 	}
 	line[n] = '\0';
+	net_deadline_set(0);
 	if (r < 0) {
 		close(fd);
 		return err1("proxy %s port %s: tunnel to %s:", proxy.host,
@@ -1270,7 +1301,8 @@ ca_load(void)
 	free(l.dn.p);
 	if (nanchors == 0)
 		return ca_fail("CA bundle %s: no certificates", path);
-	debug(2, "%zu trust anchors from %s", nanchors, path);
+	debug(2, "%zu trust anchor%s from %s", nanchors, nanchors == 1 ? "" : "s",
+	    path);
 	return 0;
 }
 
@@ -1397,6 +1429,8 @@ conn_close(struct conn *c)
 static int
 conn_open(struct conn *c, const char *host, const char *port, int timeout)
 {
+	int	 rc;
+
 	conn_close(c);
 	if (ca_load() == -1)
 		return -1;
@@ -1417,7 +1451,10 @@ conn_open(struct conn *c, const char *host, const char *port, int timeout)
 	c->rd = tls_rd;
 	c->wr = tls_wr;
 	/* Flushing nothing drives the handshake to completion. */
-	if (br_sslio_flush(&c->ioc) != 0 ||
+	net_deadline_set(timeout);
+	rc = br_sslio_flush(&c->ioc);
+	net_deadline_set(0);
+	if (rc != 0 ||
 	    (br_ssl_engine_current_state(&c->sc.eng) & BR_SSL_CLOSED)) {
 		net_permanent = br_ssl_engine_last_error(&c->sc.eng) != BR_ERR_IO;
 		conn_fail(c, "TLS handshake: %s", tls_why(c));
@@ -1970,8 +2007,11 @@ http_exchange(const char *url, struct http_req *q, struct http_resp *r,
 		/* the first failure on a reused connection stays quiet */
 		was = hush;
 		hush = was || (reused && tries == 0 && !q->once);
-		ok = http_send(c, u.hostport, q) == 0 &&
-		    http_recv_head(c, r, strcmp(q->method, "HEAD") == 0) == 0;
+		ok = http_send(c, u.hostport, q) == 0;
+		net_deadline_set(timeout);	/* the whole head within it */
+		ok = ok && http_recv_head(c, r,
+		    strcmp(q->method, "HEAD") == 0) == 0;
+		net_deadline_set(0);
 		hush = was;
 		if (ok) {
 			debug(1, "%s %s -> %d", q->method, shown, r->status);
@@ -3183,6 +3223,9 @@ auth_error(const struct profile *p, int status)
 	if (a != NULL && (n = strspn(a + 6, "0123456789")) > 0)
 		bfmt(code, sizeof(code), " %.*s", (int)(6 + (n < 12 ? n : 12)),
 		    a);
+	/* a hint follows the description: without its full stop */
+	if ((n = strlen(oa.desc)) > 0 && oa.desc[n - 1] == '.')
+		oa.desc[n - 1] = '\0';
 	bfmt(login, sizeof(login), "; sign in again: odcp %s%s%slogin",
 	    strcmp(p->name, "default") ? "-p " : "",
 	    strcmp(p->name, "default") ? p->name : "",
@@ -3214,8 +3257,10 @@ auth_error(const struct profile *p, int status)
 	} else if (status == 429 || status >= 500 ||
 	    strcmp(e, "temporarily_unavailable") == 0)
 		hint = "; the identity platform is busy: try again later";
+	/* "AADSTS70008: ..." names its code itself */
 	fail(st, "sign-in failed for profile %s: HTTP %d %s%s: %s%s", p->name,
-	    status, e[0] ? e : "(no error code)", code, oa.desc, hint);
+	    status, e[0] ? e : "(no error code)", a == oa.desc ? "" : code,
+	    oa.desc, hint);
 	wipe(&oa, sizeof(oa));
 	return -1;
 }
@@ -3599,6 +3644,7 @@ struct graph {
 					 * after an answer was lost */
 	char	 made[FRESH_RECENT][PATH_MAX_];	/* folders just created */
 	int	 nmade;
+	const char *what;		/* the drive path being worked on */
 };
 
 static int
@@ -3637,19 +3683,29 @@ graph_retryable(int status, int flags)
 	    status == 502 || status == 504 || status == 509);
 }
 
-/* Report the held failure of q, saying which request and how often. */
+/*
+ * Report the held failure of q: the drive path worked on, what went
+ * wrong, and which request it was and how often it was tried.
+ */
 static int
-graph_gave_up(const struct http_req *q, const char *url, int flags,
-    int attempts)
+graph_gave_up(struct graph *g, const struct http_req *q, const char *url,
+    int flags, int attempts)
 {
 	char	 shown[256], msg[sizeof(held)];
+	struct url u;
 
 	if (held[0] == '\0')
 		return -1;
-	log_url(shown, sizeof(shown), url, !(flags & G_SECRET));
 	bfmt(msg, sizeof(msg), "%s", held);
-	snprintf(held, sizeof(held), "%.16s %s: %.1000s%s", q->method, shown, msg,
-	    attempts > 1 ? " (gave up after retries)" : "");
+	if (g->what != NULL && url_parse(url, &u) == 0)
+		snprintf(held, sizeof(held), "%.300s: %.900s (%.16s to %s, %d "
+		    "attempt%s)", g->what, msg, q->method, u.host, attempts,
+		    attempts > 1 ? "s" : "");
+	else {
+		log_url(shown, sizeof(shown), url, !(flags & G_SECRET));
+		snprintf(held, sizeof(held), "%.16s %s: %.1000s%s", q->method,
+		    shown, msg, attempts > 1 ? " (gave up after retries)" : "");
+	}
 	return release();
 }
 
@@ -3720,7 +3776,8 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 			}
 			g->lost = !(flags & G_IDEMPOTENT);
 			if (g->lost || attempt >= retries)
-				return graph_gave_up(q, url, flags, attempt + 1);
+				return graph_gave_up(g, q, url, flags,
+				    attempt + 1);
 			retry_nap(retry_wait(NULL, attempt++), held);
 			g->resent = 1;
 			continue;
@@ -4047,6 +4104,7 @@ graph_stat(struct graph *g, const char *path, struct item *it, int how)
 	struct conn *c;
 	int	 attempt = 0, rc;
 
+	g->what = path;
 	graph_url(g, url, sizeof(url), path, NULL);
 	do {
 		req_init(&q, "GET");
@@ -4155,6 +4213,7 @@ graph_list(struct graph *g, const char *path, item_fn fn, void *arg)
 	long	 pages, n, done = 0, empty = 0;
 	int	 rc, i, attempt = 0;
 
+	g->what = path;
 	/* only the fields odcp reads: a listing is 3 to 5 times smaller
 	 * without each file's pre-authenticated download URL (4.1) */
 	graph_url(g, url, sizeof(url), path, "children?$select=" ITEM_FIELDS);
@@ -4339,9 +4398,11 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	struct http_resp r;
 	struct conn *c;
 	const struct http_resp *ra;	/* its Retry-After sets the wait */
+	char	 why[sizeof(held)];
 	int	 rc = 0, fails = 0, flags;
 	int64_t	 from, wait;
 
+	g->what = path;
 	*kept = 0;
 	loc[0] = '\0';
 	graph_url(g, url, sizeof(url), path, "content");
@@ -4351,7 +4412,10 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		rc = download_open(g, path, url, loc, *have, &r, &c, &flags);
 		if (rc == -1 && !g->lost)
 			break;
-		if (rc == 0 && (flags & G_SECRET) && (r.status == 401 ||
+		if (rc == -1) {		/* the transport's report, held */
+			bfmt(why, sizeof(why), "%s", held);
+			bfmt(held, sizeof(held), "%s: %s", path, why);
+		} else if (rc == 0 && (flags & G_SECRET) && (r.status == 401 ||
 		    r.status == 403 || r.status == 404)) {
 			/* the pre-authenticated URL expired: get a new one */
 			bfmt(held, sizeof(held), "%s: the download host refused "
@@ -4509,6 +4573,7 @@ graph_mkdir(struct graph *g, const char *path, struct item *it, int exist_ok)
 	struct conn *c = NULL;
 	int	 rc, attempt = 0;
 
+	g->what = path;
 	if (name_check(path) == -1)
 		return -1;
 	bfmt(parent, sizeof(parent), "%.*s", (int)(b - path - 1), path);
@@ -4562,6 +4627,7 @@ graph_delete(struct graph *g, const char *path)
 	struct http_resp r;
 	struct conn *c;
 
+	g->what = path;
 	graph_url(g, url, sizeof(url), path, NULL);
 	req_init(&q, "DELETE");
 	if (graph_request(g, url, &q, &r, &c, G_AUTH | G_IDEMPOTENT) == -1)
@@ -4910,15 +4976,18 @@ session_status(struct graph *g, struct upload *u, int64_t *next,
 
 	do {
 		req_init(&q, "GET");
-		if (graph_request(g, u->url, &q, &r, &c, G_SECRET |
-		    G_IDEMPOTENT) == -1)
-			return -1;
-		if (r.status == 404 || r.status == 401 || r.status == 410) {
+		/* the state file stays: a rerun asks again */
+		report_tail = "; run the same put again to resume";
+		rc = graph_request(g, u->url, &q, &r, &c, G_SECRET | G_IDEMPOTENT);
+		if (rc == 0 && (r.status == 404 || r.status == 401 ||
+		    r.status == 410)) {
 			http_drop(c, &r);
-			return 1;
-		}
-		if (r.status != 200)
-			return graph_error(c, &r, u->path);
+			rc = 1;
+		} else if (rc == 0 && r.status != 200)
+			rc = graph_error(c, &r, u->path);
+		report_tail = "";
+		if (rc != 0 || r.status != 200)
+			return rc;
 		hush = 1;
 		body_broke = 0;
 		rc = parse_session(c, &r, u, 0, next, end);
@@ -5200,6 +5269,7 @@ graph_upload(struct graph *g, struct upload *u)
 {
 	int	 rc;
 
+	g->what = u->path;
 	if (name_check(u->path) == -1)
 		return -1;
 	qxh_init(&u->h);
@@ -5287,6 +5357,7 @@ graph_drive(struct graph *g, struct drive *d)
 	struct conn *c;
 	struct body b;
 
+	g->what = NULL;
 	int	 attempt = 0, rc;
 
 	do {
@@ -5754,6 +5825,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 		    remote);
 	if (part[0] == '\0') {
 		rc = 0;
+		debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
 		goto out;
 	}
 	um = umask(0);
@@ -5779,6 +5851,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 	}
 	unlink(state);
 	rc = 0;
+	debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
 out:
 	if (fd >= 0 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
 		rc = err1("%s:", target);
@@ -5882,8 +5955,6 @@ get_tree(const char *remote, const char *local)
 		if (strcmp(tag, "-") != 0)
 			scopy(it.ctag, sizeof(it.ctag), tag);
 		rc = get_file(p, &it, lpath);
-		if (rc == 0)
-			debug(1, "%s -> %s", p, lpath);
 		job_end(&jb, rc);
 	}
 	if (rc == -1)

@@ -89,6 +89,8 @@ One action per rule:
   "truncate_chunked": true  send the body chunked without its last chunk
   "stall": S [+ "stall_after_bytes": N]  say nothing (or N body bytes) for
       S seconds, then close
+  "trickle_head": S         send the response head a byte every S seconds
+      (the body then as usual), then close
   "expire_session": true    the upload session of this URL vanishes first
   "expire_token": true      every access token expires first
   "next_expected_ranges": [...]  the nextExpectedRanges the answer shows
@@ -462,7 +464,7 @@ class Emulator:
 FAULT_LISTENERS = ("login", "graph", "download", "upload", "any")
 # one of these per rule (or none, for a rule of only date_skew and/or delay)
 FAULT_ACTIONS = ("status", "drop_request_after", "lose_response", "drop_response_after", "truncate_chunked",
-                 "stall", "expire_session", "expire_token", "next_expected_ranges")
+                 "stall", "trickle_head", "expire_session", "expire_token", "next_expected_ranges")
 FAULT_NEEDS = {"headers": "status", "body": "status", "retry_after_date": "status", "stall_after_bytes": "stall"}
 FAULT_CODES = {      # status -> Graph error code, inner code (9.1, 9.2)
     400: ("invalidRequest", None), 401: ("InvalidAuthenticationToken", None), 403: ("accessDenied", None),
@@ -502,7 +504,8 @@ class Faults:
                  "body": lambda v: True, "retry_after_date": num,
                  "drop_request_after": count, "lose_response": lambda v: v is True, "drop_response_after": count,
                  "truncate_chunked": lambda v: v is True, "stall": lambda v: num(v) and v >= 0,
-                 "stall_after_bytes": count, "expire_session": lambda v: v is True, "expire_token": lambda v: v is True,
+                 "stall_after_bytes": count, "trickle_head": lambda v: num(v) and v > 0,
+                 "expire_session": lambda v: v is True, "expire_token": lambda v: v is True,
                  "next_expected_ranges": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                  "date_skew": num, "delay": lambda v: num(v) and v >= 0, "rst": lambda v: isinstance(v, bool),
                  "ignore_range": lambda v: v is True}
@@ -577,16 +580,27 @@ class FaultWriter:
               beyond them sends what fits and raises FaultCut.
       chunks: the body goes out chunked (each write one chunk, if the
               handler did not frame it: `wrap`, set by Handler.send_header)
-              and the final 0-chunk is held back."""
-    def __init__(self, real, lose=False, budget=None, chunks=False):
+              and the final 0-chunk is held back.
+      trickle: the head goes out a byte every `trickle` seconds (`stop`
+              ends the wait); a client that hangs up raises FaultCut."""
+    def __init__(self, real, lose=False, budget=None, chunks=False, trickle=None, stop=None):
         self.real, self.lose, self.budget, self.chunks = real, lose, budget, chunks
+        self.trickle, self.stop = trickle, stop
         self.wrap, self.head_done, self.sent = False, False, 0
 
     def write(self, data):
         data = bytes(data)
         if not self.head_done:
             self.head_done = True
-            if not self.lose:
+            if self.trickle:
+                for i in range(len(data)):
+                    if self.stop.wait(self.trickle):
+                        raise FaultCut()
+                    try:
+                        self.real.write(data[i:i + 1])
+                    except OSError:
+                        raise FaultCut()
+            elif not self.lose:
                 self.real.write(data)
             return len(data)
         if not data:
@@ -936,6 +950,8 @@ class Handler(BaseHTTPRequestHandler):
             writer = FaultWriter(real, budget=rule.get("drop_response_after", rule.get("stall_after_bytes")))
         elif rule.get("truncate_chunked"):
             writer = FaultWriter(real, chunks=True)
+        elif "trickle_head" in rule:
+            writer = FaultWriter(real, trickle=rule["trickle_head"], stop=self.emu.stop)
         if writer is not None:
             self.wfile = writer
         try:

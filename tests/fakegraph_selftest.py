@@ -740,6 +740,13 @@ def test_faults(c, ep):
     check(h.get("").startswith("HTTP/1.1 200") and b == blob[:100] and end == "eof" and time.time() - ts >= 0.9,
           "stall_after_bytes")
 
+    # trickle_head: the head a byte at a time, then the body, then a close
+    faults(ep, {"listener": "download", "trickle_head": 0.01})
+    ts = time.time()
+    h, b, end = wire(ep, dl)
+    check(h.get("").startswith("HTTP/1.1 200") and b == blob and end == "eof" and time.time() - ts >= 0.5,
+          "trickle_head (%.2fs)" % (time.time() - ts))
+
     # expire_session: the targeted session is forgotten (404 now and later)
     st, _, s = c.json("POST", c.g("/me/drive/root:/Faults/gone.bin:/createUploadSession"), {})
     rid = faults(ep, {"listener": "upload", "method": "GET", "expire_session": True})[0]

@@ -553,6 +553,29 @@ def test_stalled_server_ls(t):
 
 
 @test
+def test_trickled_head_times_out(t):
+    """A server that sends its response head a byte every half second,
+    never silent for a whole --timeout 2: the head must come whole within
+    the timeout, so the attempt is given up after 2 s and the retry works.
+    Every attempt trickled: exit 1 within the budget, never a hang."""
+    t.login()
+    EMU.seed("/tr/a.txt", b"a")
+    faults({"listener": "graph", "path": "children", "nth": 1, "trickle_head": 0.5})
+    t0 = time.time()
+    r = t.ok("--timeout", "2", "ls", "/tr", timeout=60)
+    took = time.time() - t0
+    t.eq(r.lines(), ["a.txt"], "listing after a trickled head")
+    t.check(took < 15, "a trickled head held odcp for %.1f s" % took)
+    t.note("a head trickled at 2 bytes/s, --timeout 2: ls ended after %.1f s" % took)
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "path": "children", "trickle_head": 0.5, "times": 100})
+    t0 = time.time()
+    r = t.status(1, "--timeout", "2", "--retries", "1", "ls", "/tr", timeout=60)
+    t.check(time.time() - t0 < 20, "gave up after %.1fs" % (time.time() - t0))
+    t.check(re.search(r"time", r.err, re.I) is not None, "error does not name the timeout: %r" % r.err)
+
+
+@test
 def test_get_200_instead_of_206(t):
     """A resumed download answered with 200 (the whole file) restarts the
     partial file cleanly: the result is the file, not prefix + file."""
@@ -873,6 +896,42 @@ def test_get_disk_full(t):
         t.check(not os.path.exists(os.path.join(ro, "x.bin")), "file in a read-only folder")
 
 
+@test
+def test_errors_name_the_item(t):
+    """When the retries are spent, the one error line begins with the drive
+    path worked on, then says what failed and which request; for a put
+    whose session is kept, and a get whose partial file is kept, it says
+    that a rerun resumes.  get -r names each file that failed."""
+    t.login()
+    EMU.seed("/n/a.txt", b"a")
+    faults({"listener": "graph", "path": "children", "lose_response": True, "times": 100})
+    r = t.status(1, "--retries", "1", "ls", "/n")
+    t.check(r.err.startswith("odcp: /n: ") and "(GET to " in r.err and "2 attempts" in r.err,
+            "ls: want '/n: ... (GET to HOST, 2 attempts)': %r" % r.err)
+    EMU.ctl("POST", "/faults/clear")
+    EMU.seed_folder("/f")
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "lose_response": True},
+           {"listener": "upload", "method": "GET", "lose_response": True, "times": 100})
+    src = t.local("named.bin", blob(4 * FRAG, 71))
+    r = t.status(1, "--retries", "1", "put", *PUT_FRAG, src, "/f/named.bin", timeout=60)
+    t.check(r.err.startswith("odcp: /f/named.bin: ") and r.err.rstrip().endswith("run the same put again to resume"),
+            "put: want the path first and the rerun hint last: %r" % r.err)
+    t.check("/up/" not in r.err, "upload URL in the error: %r" % r.err)
+    EMU.ctl("POST", "/faults/clear")
+    r = t.ok("put", *PUT_FRAG, src, "/f/named.bin", timeout=60)
+    t.check("resuming the interrupted upload" in r.err, "the rerun did not resume: %r" % r.err)
+    uploaded_ok(t, "/f/named.bin", blob(4 * FRAG, 71), "after the named failure")
+    for i in range(3):
+        EMU.seed("/g/f%d.bin" % i, blob(300 * 1024, 80 + i))
+    faults({"listener": "download", "drop_response_after": 10 * 1024, "times": 100})
+    r = t.run("--retries", "1", "get", "-r", "/g", t.local("gout"), timeout=60)
+    lines = r.err.strip().splitlines()
+    t.eq(r.rc, 1, "get -r exit status when every file failed (stderr %r)" % r.err)
+    t.eq(sorted(l.split(":")[1].strip() for l in lines), ["/g/f0.bin", "/g/f1.bin", "/g/f2.bin"],
+         "files named by the error lines of get -r")
+    t.check(all("run the same get again to resume" in l for l in lines), "get -r: no rerun hint: %r" % lines)
+
+
 # ============================================================ sign-in and tokens
 @test
 def test_token_endpoint_errors_classified(t):
@@ -893,6 +952,7 @@ def test_token_endpoint_errors_classified(t):
                      "refresh token has expired due to inactivity.", "error_codes": [70008]}})
     r = t.status(3, "stat", "/k.txt")
     t.check("AADSTS70008" in r.err and "login" in r.err, "invalid_grant: want the code and 'login' named: %r" % r.err)
+    t.eq((r.err.count("AADSTS70008"), ".;" in r.err), (1, False), "AADSTS code shown once, no '.;': %r" % r.err)
     t.eq(token_snapshot(t), before, "token file after invalid_grant")
     EMU.ctl("POST", "/faults/clear")
     faults({"listener": "login", "path": "token", "status": 401, "times": 10,

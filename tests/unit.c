@@ -1148,8 +1148,12 @@ test_json_suite(void)
 		dir = "../shared/testdata/jsontestsuite";
 	snprintf(tcase, sizeof(tcase), "%s", dir);
 	CHECK((d = opendir(dir)) != NULL);	/* missing: a failure */
-	if (d == NULL)
+	if (d == NULL) {
+		printf("json corpus: no JSONTestSuite in %s: set ODCP_JSONSUITE "
+		    "to its directory (tests/run looks beside this checkout "
+		    "and beside the one it was cloned from)\n", dir);
 		return;
+	}
 	while ((de = readdir(d)) != NULL) {
 		s = de->d_name;
 		if ((s[0] != 'y' && s[0] != 'n' && s[0] != 'i') || s[1] != '_')
