@@ -4667,7 +4667,8 @@ struct upload {
 	int64_t	 size;
 	int64_t	 mtime;
 	int64_t	 fragment;
-	char	 ident[128];		/* the local file: size, mtime, inode */
+	char	 ident[128];		/* the local file: size, mtime, ctime,
+					 * inode */
 	struct item it;			/* the result */
 	struct qxh h;			/* the content hashed as it is sent */
 	int64_t	 hashed;		/* bytes 0 to hashed-1 are in h */
@@ -6044,9 +6045,11 @@ put_file(const char *local, const char *remote)
 	fcntl(u.fd, F_SETFL, fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
 	u.size = st.st_size;
 	u.mtime = st.st_mtime;
-	bfmt(u.ident, sizeof(u.ident), "%" PRId64 " %" PRId64 ".%09ld %" PRIu64,
-	    u.size, (int64_t)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec,
-	    (uint64_t)st.st_ino);
+	/* the change time too: no write leaves it, and touch cannot set it */
+	bfmt(u.ident, sizeof(u.ident), "%" PRId64 " %" PRId64 ".%09ld %" PRId64
+	    ".%09ld %" PRIu64, u.size, (int64_t)st.st_mtim.tv_sec,
+	    (long)st.st_mtim.tv_nsec, (int64_t)st.st_ctim.tv_sec,
+	    (long)st.st_ctim.tv_nsec, (uint64_t)st.st_ino);
 	rc = graph_upload(&G, &u);
 	close(u.fd);
 	if (rc == 0 && strcmp(u.it.name, base_name(path)) != 0 &&

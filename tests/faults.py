@@ -460,6 +460,21 @@ def test_put_resume_across_runs(t):
     t.check(any(x["method"] == "DELETE" for x in ups(log)), "the stale session was not cancelled with DELETE")
     t.eq(len(sessions_created(log)), 1, "sessions created after the local file changed")
     uploaded_ok(t, "/f/changed.bin", data2, "changed file uploaded afresh")
+    # rewritten in place with the same size and its old mtime put back
+    # (touch -r): the change time still tells
+    faults({"listener": "upload", "method": "PUT", "nth": 3, "status": 503, "times": 1000})
+    t.status(1, "--retries", "1", "put", *PUT_FRAG, src, "/f/sneaky.bin", timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    st = os.stat(src)
+    data3 = blob(size, 13)
+    with open(src, "r+b") as f:
+        f.write(data3)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    EMU.clear_log()
+    r = t.ok("put", *PUT_FRAG, src, "/f/sneaky.bin", timeout=60)
+    t.check("changed" in r.err, "no reason given for starting afresh: %r" % r.err)
+    t.eq(len(sessions_created(EMU.log())), 1, "sessions created after a rewrite that kept the mtime")
+    uploaded_ok(t, "/f/sneaky.bin", data3, "rewritten file, mtime kept")
 
 
 @test
