@@ -82,6 +82,8 @@
 #define FRESH_RETRIES	4	/* 404 on an item odcp has just written */
 #define FRESH_RECENT	16	/* folders remembered as just created */
 #define SESSION_RESTARTS 3	/* new upload sessions after one vanished */
+#define EXPIRY_SLACK	60	/* s: a session's expiry is saved again when
+				 * the service has pushed it on this much */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
 #define COMMIT_SLOW	5	/* the last fragment's answer may take this many
 				 * timeouts: the service assembles the file
@@ -2910,6 +2912,50 @@ state_save(const char *path, const char *text)
 	return 0;
 }
 
+/*
+ * Forget what no later run can resume: this profile's upload sessions
+ * past their expiry, and partial downloads whose partial file has gone.
+ * put and get call it first, so names that change every night (dated
+ * backups) leave no state behind.  Best effort, silent.
+ */
+static void
+state_prune(const struct profile *p)
+{
+	static char text[STATE_MAX];
+	char	 path[LPATH_MAX + 128], v[LPATH_MAX + 128];
+	const char *s;
+	struct dirent *de;
+	struct stat st;
+	size_t	 n = strlen(p->name);
+	int64_t	 e;
+	DIR	*d;
+
+	if ((d = opendir(state_dir)) == NULL)
+		return;
+	silent = 1;
+	while ((de = readdir(d)) != NULL) {
+		/* NAME-put-HASH or NAME-get-HASH, HASH 16 hex digits */
+		s = de->d_name;
+		if (strncmp(s, p->name, n) != 0 || (strncmp(s + n, "-put-", 5)
+		    != 0 && strncmp(s + n, "-get-", 5) != 0) ||
+		    strlen(s + n + 5) != 16 ||
+		    strspn(s + n + 5, "0123456789abcdef") != 16 ||
+		    snprintf(path, sizeof(path), "%s/%s", state_dir, s) >=
+		    (int)sizeof(path) || state_load(path, text, sizeof(text)) != 0)
+			continue;
+		state_get(text, "expires", v, sizeof(v));
+		if (v[0] && parse_int(v, 1, INT64_MAX, &e) == 0 &&
+		    e < (int64_t)time(NULL))
+			unlink(path);
+		state_get(text, "part", v, sizeof(v));
+		if (v[0] && lstat(v, &st) == -1 && errno == ENOENT)
+			unlink(path);
+		wipe(text, sizeof(text));
+	}
+	silent = 0;
+	closedir(d);
+}
+
 /* == 10. OAuth 2.0 and the token store ==================================== */
 
 /*
@@ -3864,6 +3910,8 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	else if (r->status == 409 && strcmp(code, "nameAlreadyExists") == 0)
 		st = EXIT_EXISTS;
 	tidy(r->retry_after);
+	if (strcmp(inner, code) == 0)		/* "a/a" says it once */
+		inner[0] = '\0';
 	return fail(st, "%s: HTTP %d %s%s%s%s%s%s%s%s%s", what, r->status,
 	    code[0] ? code : "", inner[0] ? "/" : "", inner,
 	    msg[0] ? ": " : "", msg, r->retry_after[0] ? " (Retry-After: " :
@@ -4543,14 +4591,13 @@ graph_unsure(struct graph *g, struct conn *c, struct http_resp *r, int rc,
 
 	if (rc == -1 && !g->lost)
 		return -1;
-	if (rc == 0)
-		http_drop(c, r);
 	wait = retry_wait(rc == 0 ? r : NULL, *attempt);
 	if (*attempt >= retries || wait < 0)
-		return rc == -1 ? release() : err1("%s: HTTP %d, %d times",
-		    what, r->status, *attempt + 1);
-	if (rc == 0)
+		return rc == -1 ? release() : graph_error(c, r, what);
+	if (rc == 0) {
+		http_drop(c, r);
 		bfmt(held, sizeof(held), "%s: HTTP %d", what, r->status);
+	}
 	(*attempt)++;
 	retry_nap(wait, held);
 	held[0] = '\0';
@@ -4675,7 +4722,8 @@ struct upload {
 	char	 qxh[29];		/* the local content's hash */
 	char	 url[URL_MAX];		/* the session: a credential */
 	char	 state[LPATH_MAX + 64];	/* its state file */
-	int64_t	 expires;
+	int64_t	 expires;		/* the session's, as last heard */
+	int64_t	 saved;			/* the expiry in the state file */
 	int	 keep;			/* failed, but a rerun can resume */
 };
 
@@ -4902,11 +4950,34 @@ upload_forget(struct graph *g, struct upload *u)
 	wipe(u->url, sizeof(u->url));
 }
 
+/*
+ * Write the session to its state file, for a later run to resume; again
+ * whenever the service has pushed its expiry on (each fragment does,
+ * 7.4), so the file never calls a live session expired.
+ */
+static int
+session_save(struct upload *u)
+{
+	static char text[STATE_MAX];
+	int	 rc = -1;
+
+	if (!has_control(u->url)) {
+		bfmt(text, sizeof(text), "# odcp upload session: keep secret\n"
+		    "path=%s\nlocal=%s\nconflict=%s\nfragment=%" PRId64
+		    "\nexpires=%" PRId64 "\nurl=%s\n", u->path, u->ident,
+		    u->conflict, u->fragment, u->expires, u->url);
+		rc = state_save(u->state, text);
+		wipe(text, sizeof(text));
+	}
+	u->saved = u->expires;
+	return rc;
+}
+
 /* Create a session (7.1) and save it in the state file. */
 static int
 session_create(struct graph *g, struct upload *u)
 {
-	static char url[URL_MAX], text[STATE_MAX];
+	static char url[URL_MAX];
 	char	 body[512], when[FIELD_MAX];
 	struct http_resp r;
 	struct conn *c = NULL;
@@ -4949,15 +5020,9 @@ session_create(struct graph *g, struct upload *u)
 		return graph_error(c, &r, u->path);
 	if (u->url[0] == '\0')
 		return err1("%s: upload session without an uploadUrl", u->path);
-	bfmt(text, sizeof(text), "# odcp upload session: keep secret\n"
-	    "path=%s\nlocal=%s\nconflict=%s\nfragment=%" PRId64 "\nexpires=%"
-	    PRId64 "\nurl=%s\n", u->path, u->ident, u->conflict, u->fragment,
-	    u->expires, u->url);
-	if ((has_control(u->url) || state_save(u->state, text) == -1) &&
-	    !quiet)
+	if (session_save(u) == -1 && !quiet)
 		fprintf(stderr, "odcp: %s: the session is not saved; an "
 		    "interrupted upload will start again\n", u->path);
-	wipe(text, sizeof(text));
 	return 0;
 }
 
@@ -5057,6 +5122,7 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 	state_get(text, "url", u->url, sizeof(u->url));
 	state_get(text, "expires", v, sizeof(v));
 	parse_int(v, 0, INT64_MAX, &e);
+	u->expires = u->saved = e;
 	state_get(text, "fragment", v, sizeof(v));
 	parse_int(v, 0, INT64_MAX, &frag);
 	state_get(text, "local", v, sizeof(v));
@@ -5204,6 +5270,8 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		if (rc == 0 && r.status == 202) {
 			if (parse_session(c, &r, u, 0, &off, &end) == -1)
 				return -1;
+			if (u->expires > u->saved + EXPIRY_SLACK)
+				session_save(u);	/* best effort */
 			fails = 0;
 		} else if (rc == 0 && r.status != 404 && r.status != 401 &&
 		    r.status != 416 && r.status != 429 && r.status < 500)
@@ -5984,6 +6052,7 @@ cmd_get(int argc, char **argv)
 		return cmd_usage(get_usage, 0, argc, argv);
 	if (optind + 1 < argc && argv[optind + 1][0] == '\0')
 		return fail(EXIT_USAGE, "empty local path: use . for here");
+	state_prune(&P);
 	if (path_norm(path, sizeof(path), argv[optind]) == -1 ||
 	    graph_stat(&G, path, &it, 0) != 0)
 		return -1;
@@ -6214,6 +6283,7 @@ cmd_put(int argc, char **argv)
 	remote = optind + 1 < argc ? argv[optind + 1] : "/";
 	if (local[0] == '\0' || remote[0] == '\0')
 		return fail(EXIT_USAGE, "empty path: use . or / for a folder");
+	state_prune(&P);
 	if (stat(local, &st) == -1)
 		return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_FAIL,
 		    "%s:", local);

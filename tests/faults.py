@@ -478,6 +478,64 @@ def test_put_resume_across_runs(t):
 
 
 @test
+def test_put_resume_after_expiry_pushed_on(t):
+    """The session's first expiry is 2 s away, but each fragment pushes it
+    on (to 15 min): the state file follows, so a rerun after the first
+    expiry has passed still resumes instead of starting afresh."""
+    t.login()
+    EMU.seed_folder("/f")
+    EMU.config(upload_session_lifetime=2)
+    size = 6 * FRAG
+    src = t.local("pushed.bin", blob(size, 91))
+    faults({"listener": "upload", "method": "PUT", "nth": 1, "delay": 1.5},
+           {"listener": "upload", "method": "PUT", "nth": 4, "status": 503, "times": 1000})
+    EMU.clear_log()
+    b = t.bg("--retries", "1", "put", *PUT_FRAG, src, "/f/pushed.bin")
+    deadline = time.time() + 20
+    while time.time() < deadline and not sessions_created(EMU.ctl("GET", "/log")):
+        time.sleep(0.02)
+    EMU.config(upload_session_lifetime=900)
+    t.eq(b.finish(60), 1, "exit status of the run that breaks off (stderr %r)" % b.err_lines)
+    created = sessions_created(EMU.log())
+    t.eq(len(created), 1, "sessions created by the first run")
+    time.sleep(max(0, created[0]["t"] + 2.5 - time.time()) if created else 0)
+    EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    r = t.ok("put", *PUT_FRAG, src, "/f/pushed.bin", timeout=60)
+    t.check("resuming the interrupted upload" in r.err, "the rerun did not resume: %r" % r.err)
+    t.eq(len(sessions_created(EMU.log())), 0, "sessions created by the rerun")
+    uploaded_ok(t, "/f/pushed.bin", blob(size, 91), "resumed after the first expiry")
+
+
+@test
+def test_state_files_pruned(t):
+    """put and get forget state no run can resume: this profile's upload
+    sessions past their expiry and downloads whose partial file is gone;
+    live ones, other profiles' and other files stay."""
+    t.login()
+    EMU.seed("/p.txt", b"p")
+    state = os.path.join(t.cfg, "state")
+    os.makedirs(state, exist_ok=True)
+    now = int(time.time())
+    files = {
+        "default-put-00000000000000a1": "path=/a\nexpires=%d\nurl=https://x/up/1\n" % (now - 10),
+        "default-put-00000000000000a2": "path=/b\nexpires=%d\nurl=https://x/up/2\n" % (now + 3600),
+        "default-get-00000000000000a3": "remote=/c\nversion=1 x\npart=%s\n" % os.path.join(t.work, ".gone.odcp-part"),
+        "default-get-00000000000000a4": "remote=/d\nversion=1 x\npart=%s\n" % t.local(".here.odcp-part", b"x"),
+        "other-put-00000000000000a5": "path=/e\nexpires=%d\nurl=https://x/up/5\n" % (now - 10),
+        "default-put-notahash": "expires=1\n",
+    }
+    for name, text in files.items():
+        with open(os.path.join(state, name), "w") as f:
+            f.write(text)
+        os.chmod(os.path.join(state, name), 0o600)
+    t.ok("get", "/p.txt", t.local("p.txt"))
+    t.eq(sorted(os.listdir(state)), sorted(["default-put-00000000000000a2", "default-get-00000000000000a4",
+                                            "other-put-00000000000000a5", "default-put-notahash"]),
+         "state files after a get")
+
+
+@test
 def test_put_state_dir_secret_at_vv(t):
     """-vv shows headers but never the upload URL in full."""
     t.login()
@@ -923,6 +981,11 @@ def test_errors_name_the_item(t):
     r = t.status(1, "--retries", "1", "ls", "/n")
     t.check(r.err.startswith("odcp: /n: ") and "(GET to " in r.err and "2 attempts" in r.err,
             "ls: want '/n: ... (GET to HOST, 2 attempts)': %r" % r.err)
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "method": "POST", "status": 503, "times": 100})
+    r = t.status(1, "--retries", "1", "mkdir", "/n/new")
+    t.check(r.err.startswith("odcp: /n/new: HTTP 503 serviceNotAvailable: Injected fault"),
+            "mkdir: want the path and the service's error, its code once: %r" % r.err)
     EMU.ctl("POST", "/faults/clear")
     EMU.seed_folder("/f")
     faults({"listener": "upload", "method": "PUT", "nth": 2, "lose_response": True},
