@@ -274,24 +274,32 @@ static const char *report_tail = "";	/* printed after each report */
 /* the compiler checks every format against its arguments */
 static int fail(int, const char *, ...) PRINTFLIKE(2, 3);
 static int err1(const char *, ...) PRINTFLIKE(1, 2);
+static void warn1(const char *, ...) PRINTFLIKE(1, 2);
 static void debug(int, const char *, ...) PRINTFLIKE(2, 3);
 static void bfmt(char *, size_t, const char *, ...) PRINTFLIKE(3, 4);
 
-static int
-vfail(int status, const char *fmt, va_list ap)
+/* Format a report into out: a format ending in ':' gets strerror(errno). */
+static void
+report_fmt(char *out, size_t sz, const char *fmt, va_list ap)
 {
 	char	 msg[MSG_MAX + 512];
 	size_t	 n;
 	int	 e = errno;
 
-	if (silent)
-		return -1;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	if (n > 0 && msg[n - 1] == ':')
-		snprintf(held, sizeof(held), "%s %s", msg, strerror(e));
+		snprintf(out, sz, "%s %s", msg, strerror(e));
 	else
-		snprintf(held, sizeof(held), "%s", msg);
+		snprintf(out, sz, "%s", msg);
+}
+
+static int
+vfail(int status, const char *fmt, va_list ap)
+{
+	if (silent)
+		return -1;
+	report_fmt(held, sizeof(held), fmt, ap);
 	held_status = status;
 	if (hush)
 		return -1;
@@ -324,6 +332,21 @@ fail(int status, const char *fmt, ...)
 	vfail(status, fmt, ap);
 	va_end(ap);
 	return -1;
+}
+
+/* What costs only a convenience (a resume): said, the status unchanged. */
+static void
+warn1(const char *fmt, ...)
+{
+	char	 msg[sizeof(held)];
+	va_list	 ap;
+
+	if (silent)
+		return;
+	va_start(ap, fmt);
+	report_fmt(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "odcp: %s\n", msg);
 }
 
 /* The common case: a runtime failure, exit status 1. */
@@ -1606,10 +1629,12 @@ http_send(struct conn *c, const char *hostport, const struct http_req *q)
 	for (done = 0; done < len; done += r) {
 		want = len - done < (int64_t)sizeof(body) ?
 		    (size_t)(len - done) : sizeof(body);
-		if ((r = pread_full(q->fd, body, want, q->off + done)) < 0)
-			return err1("read:");
-		if (r == 0)
-			return err1("file shrank while being sent");
+		/* the local file failing is no reason to try again */
+		if ((r = pread_full(q->fd, body, want, q->off + done)) <= 0) {
+			net_permanent = 1;
+			return err1(r == 0 ? "the local file shrank while being "
+			    "sent" : "the local file: read:");
+		}
 		if (q->tap != NULL)
 			q->tap(q->tapctx, q->off + done, (unsigned char *)body,
 			    (size_t)r);
@@ -2850,7 +2875,11 @@ state_path(const struct profile *p, char *out, size_t sz, const char *kind,
 	    fnv1a(key));
 }
 
-/* Read a state file into buf: 0, 1 if there is none, -1 reported. */
+/*
+ * Read a state file into buf: 0, 1 if there is none, -1 if it cannot be
+ * used (a link, a FIFO, another user's): said, but no failure, since it
+ * costs only the resume.  O_NONBLOCK: a FIFO must not hang odcp.
+ */
 static int
 state_load(const char *path, char *buf, size_t sz)
 {
@@ -2859,12 +2888,24 @@ state_load(const char *path, char *buf, size_t sz)
 	int	 fd;
 
 	buf[0] = '\0';
-	if ((fd = open(path, O_RDONLY | O_NOFOLLOW)) == -1)
-		return errno == ENOENT ? 1 : err1("%s:", path);
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	if (path[0] == '\0')
+		return 1;
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)) == -1 &&
+	    errno == ENOENT)
+		return 1;
+	if (fd == -1 && errno != ELOOP) {	/* ELOOP: a link, below */
+		warn1("%s: cannot read the state of this transfer, so it will "
+		    "not be resumable:", path);
+		return -1;
+	}
+	if (fd == -1 || fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    st.st_uid != geteuid() || (n = pread_full(fd, buf, sz - 1, 0)) < 0) {
-		close(fd);
-		return err1("%s: not a state file of this user", path);
+		if (fd != -1)
+			close(fd);
+		buf[0] = '\0';
+		warn1("%s: not a state file of this user: left alone, and this "
+		    "transfer will not be resumable", path);
+		return -1;
 	}
 	close(fd);
 	buf[n] = '\0';
@@ -2891,25 +2932,79 @@ state_get(const char *buf, const char *key, char *out, size_t sz)
 	}
 }
 
-/* Replace a state file with text: temporary file, fsync, rename. */
+/*
+ * Replace a state file with text: temporary file, fsync, rename.  A
+ * failure (a full or read-only disk) is said, but is no failure of the
+ * transfer: only its resume is lost.
+ */
 static int
 state_save(const char *path, const char *text)
 {
 	char	 tmp[LPATH_MAX + 128];
 	size_t	 n = strlen(text);
-	int	 fd, bad;
+	int	 fd = -1, bad;
 
-	if (mkdir_parents(state_dir) == -1)
-		return err1("%s:", state_dir);
+	if (path[0] == '\0')
+		return -1;
 	bfmt(tmp, sizeof(tmp), "%s.XXXXXX", path);
-	if ((fd = mkstemp(tmp)) == -1)		/* mode 0600 */
-		return err1("%s:", tmp);
-	bad = write_all(fd, text, n) == -1 || fsync(fd) == -1;
-	if (close(fd) == -1 || bad || rename(tmp, path) == -1) {
-		unlink(tmp);
-		return err1("%s:", path);
+	if (mkdir_parents(state_dir) == -1 || (fd = mkstemp(tmp)) == -1)
+		bad = 1;			/* mkstemp: mode 0600 */
+	else {
+		bad = write_all(fd, text, n) == -1 || fsync(fd) == -1;
+		bad = close(fd) == -1 || bad || rename(tmp, path) == -1;
+	}
+	if (bad) {
+		bad = errno;
+		if (fd != -1)
+			unlink(tmp);
+		warn1("%s: cannot save the state of this transfer, so it will "
+		    "not be resumable: %s", path, strerror(bad));
+		return -1;
 	}
 	return 0;
+}
+
+/*
+ * One odcp at a time works on a transfer (two cron jobs that overlap):
+ * an fcntl lock on STATE.lock, removed when the transfer ends.  Returns
+ * its descriptor; -1 without one, when the state directory cannot be
+ * used (nor can the state, which is said then); -2 when another odcp
+ * holds it.
+ */
+static int
+state_lock(const char *state)
+{
+	char	 path[LPATH_MAX + 160];
+	struct flock fl;
+	int	 fd;
+
+	if (state[0] == '\0' || mkdir_parents(state_dir) == -1)
+		return -1;
+	bfmt(path, sizeof(path), "%s.lock", state);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK,
+	    0600)) == -1)
+		return -1;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(fd, F_SETLK, &fl) == -1) {
+		close(fd);
+		return -2;
+	}
+	return fd;
+}
+
+/* Give the lock up and remove its file. */
+static void
+state_unlock(const char *state, int fd)
+{
+	char	 path[LPATH_MAX + 160];
+
+	if (fd < 0)
+		return;
+	bfmt(path, sizeof(path), "%s.lock", state);
+	unlink(path);
+	close(fd);
 }
 
 /*
@@ -3739,11 +3834,15 @@ graph_gave_up(struct graph *g, const struct http_req *q, const char *url,
 {
 	char	 shown[256], msg[sizeof(held)];
 	struct url u;
+	int	 ok, was = silent;
 
 	if (held[0] == '\0')
 		return -1;
 	bfmt(msg, sizeof(msg), "%s", held);
-	if (g->what != NULL && url_parse(url, &u) == 0)
+	silent = 1;		/* an unusable URL was reported already */
+	ok = url_parse(url, &u) == 0;
+	silent = was;
+	if (g->what != NULL && ok)
 		snprintf(held, sizeof(held), "%.300s: %.900s (%.16s to %s, %d "
 		    "attempt%s)", g->what, msg, q->method, u.host, attempts,
 		    attempts > 1 ? "s" : "");
@@ -3815,7 +3914,7 @@ graph_request(struct graph *g, const char *url, struct http_req *q,
 		q->hdrs = extra;
 		if (rc == -1) {
 			if (net_permanent)
-				return release();
+				return graph_gave_up(g, q, url, flags, attempt + 1);
 			if (flags & G_HOLD) {
 				g->lost = 1;
 				return -1;
@@ -4366,18 +4465,20 @@ download_open(struct graph *g, const char *path, const char *url, char *loc,
  * Copy a 200 or 206 body into fd from byte *have on, hashing it.  A 200
  * where a range was asked starts fd again if it can be truncated (trunc)
  * and fails otherwise.  0: the body ended (*have may still be short), 1:
- * it broke off (held has why), -1: failure (reported; *kept when fd
- * holds bytes worth resuming from).
+ * it broke off (held has why), -1: failure (reported).
  */
+static const char download_kept[] = "; the partial file is kept: run the "
+    "same get again to resume";
+
 static int
 download_body(struct conn *c, struct http_resp *r, const char *path,
-    int64_t size, int fd, int trunc, struct qxh *h, int64_t *have,
-    int *kept)
+    int64_t size, int fd, int trunc, struct qxh *h, int64_t *have)
 {
 	static unsigned char buf[IO_BUF];
 	char	 why[sizeof(held)];
 	const char *bad = NULL;
-	int64_t	 a, z, t;
+	struct qxh h0;
+	int64_t	 a, z, t, have0;
 	long	 n = 0;
 	int	 e;
 
@@ -4396,19 +4497,25 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
 		qxh_init(h);
 		*have = 0;
 	}
+	h0 = *h;
+	have0 = *have;
 	while (bad == NULL) {
 		hush = 1;
 		n = http_read(c, r, buf, sizeof(buf));
 		hush = 0;
 		if (n <= 0)
 			break;
-		if (*have + n > size)		/* never more than announced */
+		if (*have + n > size) {		/* never more than announced */
 			bad = "the download is longer than the size the service "
 			    "announced";
-		else if (write_all(fd, buf, (size_t)n) == -1) {
-			*kept = *have > 0;
+			*h = h0;	/* nor anything of such a body */
+			*have = have0;
+			if (ftruncate(fd, (off_t)have0) == -1 ||
+			    lseek(fd, (off_t)have0, SEEK_SET) == -1)
+				*have = 0;
+		} else if (write_all(fd, buf, (size_t)n) == -1)
 			bad = "write:";
-		} else {
+		else {
 			qxh_update(h, buf, (size_t)n);
 			*have += n;
 		}
@@ -4418,7 +4525,10 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
 	if (bad != NULL) {
 		conn_close(c);
 		errno = e;
-		return err1("%s: %s", path, bad);
+		report_tail = trunc && *have > 0 ? download_kept : "";
+		err1("%s: %s", path, bad);
+		report_tail = "";
+		return -1;
 	}
 	if (n == 0)
 		return 0;
@@ -4434,13 +4544,15 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
  * download_body().  A transfer that breaks goes on from where it
  * stopped; a URL the download host no longer takes (401, 403, 404) is
  * replaced by a fresh one, without touching the Graph token (5.2, 9.4);
- * a 416 to a resume starts the file again.  Waits and
- * attempts follow the --retries budget, renewed while bytes flow.
- * *kept: the failure left bytes worth resuming from.
+ * a 416 to a resume starts the file again.  Waits and attempts follow
+ * the --retries budget, renewed each time new bytes flow (past the
+ * furthest point reached, so a host that keeps sending the start again
+ * cannot keep odcp going).  Into a partial file (trunc), a failure's
+ * report says that the bytes received are kept for a rerun.
  */
 static int
 graph_download(struct graph *g, const char *path, int64_t size, int fd,
-    int trunc, struct qxh *h, int64_t *have, int *kept)
+    int trunc, struct qxh *h, int64_t *have)
 {
 	static char url[URL_MAX], loc[URL_MAX];
 	struct http_resp r;
@@ -4448,29 +4560,29 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	const struct http_resp *ra;	/* its Retry-After sets the wait */
 	char	 why[sizeof(held)];
 	int	 rc = 0, fails = 0, flags;
-	int64_t	 from, wait;
+	int64_t	 high = *have, wait;
 
 	g->what = path;
-	*kept = 0;
 	loc[0] = '\0';
 	graph_url(g, url, sizeof(url), path, "content");
 	while (*have < size || size == 0) {
 		ra = NULL;
-		from = *have;
+		report_tail = trunc && *have > 0 ? download_kept : "";
 		rc = download_open(g, path, url, loc, *have, &r, &c, &flags);
+		report_tail = "";
 		if (rc == -1 && !g->lost)
 			break;
 		if (rc == -1) {		/* the transport's report, held */
 			bfmt(why, sizeof(why), "%s", held);
 			bfmt(held, sizeof(held), "%s: %s", path, why);
-		} else if (rc == 0 && (flags & G_SECRET) && (r.status == 401 ||
+		} else if ((flags & G_SECRET) && (r.status == 401 ||
 		    r.status == 403 || r.status == 404)) {
 			/* the pre-authenticated URL expired: get a new one */
 			bfmt(held, sizeof(held), "%s: the download host refused "
 			    "its URL (HTTP %d)", path, r.status);
 			http_drop(c, &r);
 			wipe(loc, sizeof(loc));
-		} else if (rc == 0 && r.status == 416 && *have > 0) {
+		} else if (r.status == 416 && *have > 0) {
 			/* (a partial file as long as the item is not asked
 			 * for: no 416 for a range at its end, 5.3) */
 			http_drop(c, &r);
@@ -4479,30 +4591,31 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 				    "resume (HTTP 416)", path);
 				break;
 			}
-			bfmt(held, sizeof(held), "%s: HTTP 416", path);
+			bfmt(held, sizeof(held), "%s: HTTP 416 to a resume", path);
 			if (ftruncate(fd, 0) == -1 || lseek(fd, 0, SEEK_SET) == -1) {
 				rc = err1("%s: truncate:", path);
 				break;
 			}
 			qxh_init(h);
 			*have = 0;
-		} else if (rc == 0 && (r.status == 200 || r.status == 206)) {
-			if (r.status == 200)
-				from = 0;	/* the whole file, from byte 0 */
-			rc = download_body(c, &r, path, size, fd, trunc, h, have,
-			    kept);
+		} else if (r.status == 200 || r.status == 206) {
+			rc = download_body(c, &r, path, size, fd, trunc, h, have);
 			if (rc == -1 || (*have == size && (rc == 0 || size > 0)))
 				break;
 			if (rc == 0)
 				bfmt(held, sizeof(held), "%s: the download ended "
 				    "early at byte %" PRId64 " of %" PRId64, path,
 				    *have, size);
-			if (*have - from >= IO_BUF)
-				fails = 0;	/* it moves: a new budget */
-		} else if (rc == 0 && r.status < 500 && r.status != 429) {
+			if (*have >= high + IO_BUF)
+				fails = 0;	/* new bytes: a new budget */
+			if (*have > high)
+				high = *have;
+		} else if (r.status < 500 && r.status != 429) {
+			report_tail = trunc && *have > 0 ? download_kept : "";
 			rc = graph_error(c, &r, path);
+			report_tail = "";
 			break;
-		} else if (rc == 0) {
+		} else {
 			bfmt(held, sizeof(held), "%s: HTTP %d from %s", path,
 			    r.status, c->host);
 			http_drop(c, &r);
@@ -4510,9 +4623,9 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		}
 		rc = -1;
 		if ((wait = retry_wait(ra, fails)) < 0 || fails++ >= retries) {
-			*kept = *have > 0;
-			err1("%s%s", held, *kept && trunc ? "; the partial "
-			    "file is kept: run the same get again to resume" : "");
+			report_tail = trunc && *have > 0 ? download_kept : "";
+			err1("%s", held);
+			report_tail = "";
 			break;
 		}
 		retry_nap(wait, held);
@@ -4946,7 +5059,8 @@ upload_forget(struct graph *g, struct upload *u)
 {
 	if (u->url[0])
 		upload_cancel(g, u->url);
-	unlink(u->state);
+	if (u->state[0])
+		unlink(u->state);
 	wipe(u->url, sizeof(u->url));
 }
 
@@ -4969,6 +5083,8 @@ session_save(struct upload *u)
 		rc = state_save(u->state, text);
 		wipe(text, sizeof(text));
 	}
+	if (rc == -1)			/* said once; not tried again */
+		u->state[0] = '\0';
 	u->saved = u->expires;
 	return rc;
 }
@@ -5020,9 +5136,7 @@ session_create(struct graph *g, struct upload *u)
 		return graph_error(c, &r, u->path);
 	if (u->url[0] == '\0')
 		return err1("%s: upload session without an uploadUrl", u->path);
-	if (session_save(u) == -1 && !quiet)
-		fprintf(stderr, "odcp: %s: the session is not saved; an "
-		    "interrupted upload will start again\n", u->path);
+	session_save(u);	/* a failure costs only the resume (said) */
 	return 0;
 }
 
@@ -5112,8 +5226,11 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 	int64_t	 e = 0, frag = 0;
 	int	 rc, ended = 0;
 
-	if ((rc = state_load(u->state, text, sizeof(text))) != 0)
-		return rc;
+	if ((rc = state_load(u->state, text, sizeof(text))) != 0) {
+		if (rc == -1)		/* unusable: said, and not saved to */
+			u->state[0] = '\0';
+		return 1;
+	}
 	state_get(text, "path", v, sizeof(v));
 	if (strcmp(v, u->path) != 0) {		/* another file's */
 		wipe(text, sizeof(text));
@@ -5254,6 +5371,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	struct conn *c = NULL;
 	long	 rounds, cap;
 	int	 rc, gone, last, fails = 0, restarts = 0;
+	int64_t	 low = off;		/* the first byte the service lacks */
 
 	/* every round moves forward, or spends one of the retries or one
 	 * of the session restarts: so this cap is never reached by a
@@ -5272,7 +5390,19 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 				return -1;
 			if (u->expires > u->saved + EXPIRY_SLACK)
 				session_save(u);	/* best effort */
-			fails = 0;
+			if (off != -1 && off <= low) {
+				/* taken, and yet asked for again: a session
+				 * that does not move on spends the retries */
+				if (fails++ >= retries)
+					return err1("%s: the upload session keeps "
+					    "asking for byte %" PRId64 " again",
+					    u->path, off);
+				retry_nap(retry_wait(NULL, fails - 1), "the "
+				    "upload session did not move on");
+			} else {
+				low = off;
+				fails = 0;
+			}
 		} else if (rc == 0 && r.status != 404 && r.status != 401 &&
 		    r.status != 416 && r.status != 429 && r.status < 500)
 			return graph_error(c, &r, u->path);
@@ -5296,7 +5426,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		wipe(u->url, sizeof(u->url));
 		if (session_create(g, u) == -1)
 			return -1;
-		off = 0;
+		off = low = 0;
 		end = -1;
 	}
 	return err1("%s: upload did not finish after %ld requests", u->path,
@@ -5306,29 +5436,34 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 static int
 upload_session(struct graph *g, struct upload *u)
 {
-	char	 key[URL_MAX + PATH_MAX_];
+	char	 key[URL_MAX + PATH_MAX_], lock[sizeof(u->state)];
 	int64_t	 next = 0, end = -1;
-	int	 rc;
+	int	 rc, lk;
 
 	bfmt(key, sizeof(key), "%s\n%s", g->base, u->path);
 	state_path(g->p, u->state, sizeof(u->state), "put", key);
-	if ((rc = session_resume(g, u, &next, &end)) == -1)
-		return -1;
-	if (rc == 2)
-		return 0;
-	if (rc == 1) {
-		if (session_create(g, u) == -1)
-			return -1;
-		next = 0;
-		end = -1;
+	bfmt(lock, sizeof(lock), "%s", u->state);
+	if ((lk = state_lock(lock)) == -2)
+		return err1("%s: another odcp is uploading to it", u->path);
+	if ((rc = session_resume(g, u, &next, &end)) == 1) {
+		if ((rc = session_create(g, u)) == 0) {
+			next = 0;
+			end = -1;
+		}
 	}
-	rc = upload_fragments(g, u, next, end);
+	if (rc == 0)
+		rc = upload_fragments(g, u, next, end);
+	else if (rc == 2)
+		rc = 0;
+	else
+		u->keep = 1;	/* failed before sending: the state stays */
 	if (rc == 0 || !u->keep) {
 		if (rc == 0)
 			wipe(u->url, sizeof(u->url));
 		upload_forget(g, u);
 	}
 	wipe(u->url, sizeof(u->url));
+	state_unlock(lock, lk);
 	return rc;
 }
 
@@ -5741,6 +5876,27 @@ cmd_stat(int argc, char **argv)
 /* ------------------------------------------------------------------ get */
 
 /*
+ * The canonical absolute name of a local file that may not exist yet,
+ * however it is spelt (f, ./f, d/../f): realpath() of it, else of its
+ * folder with its own name after; else the name as given.
+ */
+static int
+local_canon(const char *target, char *dst, size_t dsz)
+{
+	char	 dir[LPATH_MAX], real[LPATH_MAX];	/* realpath: PATH_MAX */
+	const char *slash = strrchr(target, '/');
+
+	if (realpath(target, real) != NULL)
+		return snprintf(dst, dsz, "%s", real) < (int)dsz ? 0 : -1;
+	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
+	    1 : (int)(slash - target), slash == NULL ? "." : target);
+	if (realpath(dir, real) != NULL)
+		return snprintf(dst, dsz, "%s%s%s", real, strcmp(real, "/") ?
+		    "/" : "", slash ? slash + 1 : target) < (int)dsz ? 0 : -1;
+	return snprintf(dst, dsz, "%s", target) < (int)dsz ? 0 : -1;
+}
+
+/*
  * Where get writes.  A regular file (new or existing, also through a
  * symbolic link) is written as a partial file beside it, ".NAME.odcp-part",
  * renamed over it only when verified.  "-", a device or a FIFO is written
@@ -5751,7 +5907,6 @@ cmd_stat(int argc, char **argv)
 static int
 get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 {
-	char	 cwd[LPATH_MAX];
 	struct stat st;
 	const char *slash;
 	int	 fd;
@@ -5766,15 +5921,10 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 			return err1("%s:", target);
 		return fd;
 	}
-	/* through a symbolic link to the file it names, as cp does; an
-	 * absolute name, so that the state file finds it again */
-	if (realpath(target, dst) == NULL || strlen(dst) >= dsz) {
-		if (target[0] == '/' || getcwd(cwd, sizeof(cwd)) == NULL)
-			cwd[0] = '\0';
-		if (snprintf(dst, dsz, "%s%s%s", cwd, cwd[0] ? "/" : "",
-		    target) >= (int)dsz)
-			return err1("%s: local path too long", target);
-	}
+	/* through a symbolic link to the file it names, as cp does; a
+	 * canonical name, so that the state file finds it again */
+	if (local_canon(target, dst, dsz) == -1)
+		return err1("%s: local path too long", target);
 	slash = strrchr(dst, '/');
 	if (snprintf(part, psz, "%.*s.%s.odcp-part",
 	    slash ? (int)(slash - dst + 1) : 0, dst, slash ? slash + 1 : dst) >=
@@ -5786,25 +5936,46 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 }
 
 /*
- * Open the partial file: resume it if the state file says it holds the
- * start of this very version of the item (same cTag, or eTag, and size),
- * else start it empty.  *have gets its length; its bytes are hashed.
+ * Open the partial file, locked: one odcp at a time writes it, and a
+ * second one started on the same target stops at once, touching
+ * nothing.  It is resumed if the state file says it holds the start of
+ * this very version of the item (same cTag, or eTag, and size), else
+ * started empty.  *have gets its length; its bytes are hashed.  A state
+ * file that cannot be used is said once and left alone (state[0] = 0).
  */
 static int
 get_part(const char *remote, const struct item *it, const char *part,
-    const char *state, struct qxh *h, int64_t *have)
+    char *state, struct qxh *h, int64_t *have)
 {
 	static char text[STATE_MAX], buf[IO_BUF];
 	char	 v[PATH_MAX_ + 64], want[FIELD_MAX + 32];
 	struct stat st;
+	struct flock fl;
 	ssize_t	 n;
-	int	 fd, resume = 0;
+	int	 fd, rc, resume = 0;
 
 	*have = 0;
 	qxh_init(h);
+	fd = open(part, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
+	if (fd == -1)
+		return err1("%s:", part);
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid()) {
+		close(fd);
+		return err1("%s: not a partial file of this user", part);
+	}
+	if (fcntl(fd, F_SETLK, &fl) == -1) {
+		close(fd);
+		return err1("%s: another odcp is downloading into it", part);
+	}
 	bfmt(want, sizeof(want), "%" PRId64 " %s", it->size,
 	    it->ctag[0] ? it->ctag : it->etag);
-	if (state_load(state, text, sizeof(text)) == 0) {
+	if ((rc = state_load(state, text, sizeof(text))) == -1)
+		state[0] = '\0';
+	if (rc == 0) {
 		state_get(text, "remote", v, sizeof(v));
 		resume = strcmp(v, remote) == 0;
 		state_get(text, "version", v, sizeof(v));
@@ -5816,15 +5987,6 @@ get_part(const char *remote, const struct item *it, const char *part,
 				    "changed since the interrupted download; "
 				    "starting again\n", remote);
 		}
-	}
-	fd = open(part, O_RDWR | O_CREAT | O_NOFOLLOW | (resume ? 0 : O_TRUNC),
-	    0600);
-	if (fd == -1)
-		return err1("%s:", part);
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    st.st_uid != geteuid()) {
-		close(fd);
-		return err1("%s: not a partial file of this user", part);
 	}
 	if (resume && st.st_size > 0 && st.st_size <= it->size) {
 		while (*have < st.st_size) {
@@ -5840,21 +6002,31 @@ get_part(const char *remote, const struct item *it, const char *part,
 			fprintf(stderr, "odcp: %s: resuming the interrupted "
 			    "download at byte %" PRId64 " of %" PRId64 "\n",
 			    remote, *have, it->size);
-	} else if (ftruncate(fd, 0) == -1) {
+	} else {
+		resume = 0;
+		if (ftruncate(fd, 0) == -1) {
+			close(fd);
+			return err1("%s:", part);
+		}
+	}
+	if (lseek(fd, (off_t)*have, SEEK_SET) == -1) {
 		close(fd);
 		return err1("%s:", part);
 	}
-	if (lseek(fd, (off_t)*have, SEEK_SET) == -1 || (!resume &&
-	    (bfmt(text, sizeof(text), "# odcp partial download\nremote=%s\n"
-	    "version=%s\npart=%s\n", remote, want, part),
-	    state_save(state, text) == -1))) {
-		close(fd);
-		return -1;
+	if (!resume) {		/* a state file lost costs only the resume */
+		bfmt(text, sizeof(text), "# odcp partial download\nremote=%s\n"
+		    "version=%s\npart=%s\n", remote, want, part);
+		if (state_save(state, text) == -1)
+			state[0] = '\0';
 	}
 	return fd;
 }
 
-/* Download one file to target and verify its size and quickXorHash. */
+/*
+ * Download one file to target and verify its size and quickXorHash.
+ * The partial file goes only when nothing came or the bytes failed the
+ * check; after any other failure it stays for a rerun to resume.
+ */
 static int
 get_file(const char *remote, const struct item *it, const char *target)
 {
@@ -5864,7 +6036,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 	struct qxh h;
 	char	 sum[29];
 	int64_t	 have = 0, mt;
-	int	 fd, rc = -1, kept = 0;
+	int	 fd, rc = -1, bad = 0;
 	mode_t	 um;
 
 	if ((fd = get_open(target, part, sizeof(part), dst, sizeof(dst))) == -1)
@@ -5875,10 +6047,11 @@ get_file(const char *remote, const struct item *it, const char *target)
 		if ((fd = get_part(remote, it, part, state, &h, &have)) == -1)
 			return -1;
 	}
-	if (graph_download(&G, remote, it->size, fd, part[0] != '\0', &h, &have,
-	    &kept) == -1)
+	if (graph_download(&G, remote, it->size, fd, part[0] != '\0', &h,
+	    &have) == -1)
 		goto out;
 	qxh_final(&h, sum);
+	bad = 1;
 	if (have != it->size) {
 		err1("%s: received %" PRId64 " bytes, expected %" PRId64,
 		    remote, have, it->size);
@@ -5889,9 +6062,13 @@ get_file(const char *remote, const struct item *it, const char *target)
 		    remote, it->qxh, sum);
 		goto out;
 	}
+	bad = 0;
 	if (!it->qxh[0])
 		debug(1, "%s: no quickXorHash from the service; size checked",
 		    remote);
+	else if (strlen(it->qxh) != 28)
+		debug(1, "%s: a quickXorHash of an unknown form (%.40s); size "
+		    "checked", remote, it->qxh);
 	if (part[0] == '\0') {
 		rc = 0;
 		debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
@@ -5908,25 +6085,23 @@ get_file(const char *remote, const struct item *it, const char *target)
 		ts[0].tv_nsec = ts[1].tv_nsec = 0;
 		futimens(fd, ts);
 	}
-	if (close(fd) == -1) {
-		fd = -1;
-		err1("%s:", part);
-		goto out;
-	}
-	fd = -1;
+	/* renamed while still open, so still locked: no other odcp can
+	 * write into the file now under the target's name */
 	if (rename(part, dst) == -1) {
 		err1("%s:", dst);
 		goto out;
 	}
-	unlink(state);
+	if (state[0])
+		unlink(state);
 	rc = 0;
 	debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
 out:
 	if (fd >= 0 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
 		rc = err1("%s:", target);
-	if (rc == -1 && part[0] && !kept) {
+	if (rc == -1 && part[0] && (have == 0 || bad)) {
 		unlink(part);
-		unlink(state);
+		if (state[0])
+			unlink(state);
 	}
 	return rc;
 }

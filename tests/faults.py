@@ -403,6 +403,20 @@ def test_put_fragment_loop_is_capped(t):
     n = len(frags(EMU.log()))
     t.check(n <= 20, "fragments sent before giving up: %d" % n)
     t.check("/f/x.bin" not in EMU.tree(), "file created")
+    # every fragment taken (202), and yet the session asks for byte 0
+    # again, or alternates between two places: no progress spends the
+    # retries, whatever the file's size
+    src = t.local("y.bin", blob(40 * FRAG))
+    for n, first in enumerate((1, 2)):
+        EMU.ctl("POST", "/faults/clear")
+        faults({"listener": "upload", "method": "PUT", "nth": first, "times": 10000, "next_expected_ranges": ["0-"]})
+        EMU.clear_log()
+        r = t.status(1, "--retries", "3", "put", *PUT_FRAG, src, "/f/y%d.bin" % n, timeout=120)
+        sent = len(frags(EMU.log()))
+        t.note("202 answers asking for byte 0 from fragment %d on, --retries 3: %d fragments sent of 40, then: %s"
+               % (first, sent, r.err.strip()))
+        t.check(sent <= 12, "fragments sent for a session that does not move on: %d" % sent)
+        t.check(re.search(r"again|stopped", r.err) is not None, "no reason given: %r" % r.err)
 
 
 @test
@@ -667,8 +681,9 @@ def test_get_200_instead_of_206(t):
 @test
 def test_get_improper_download_answers(t):
     """What a download host must not do: send more than the item's size
-    (exit 1, nothing kept), or answer a resume with another range than
-    asked (exit 1); a 416 to a resume starts the file again and it ends
+    (exit 1, nothing of that body kept), or answer a resume with another
+    range than asked (exit 1, the partial file kept for a rerun, which
+    resumes); a 416 to a resume starts the file again and it ends
     intact; the whole file (200) in answer to a resume into a pipe is an
     exit 1, as standard output cannot start again."""
     t.login()
@@ -686,9 +701,15 @@ def test_get_improper_download_answers(t):
            {"listener": "download", "nth": 2, "status": 206, "body": "0123456789",
             "headers": {"Content-Range": "bytes 0-9/%d" % size}})
     r = t.status(1, "get", "/d/big.bin", out)
-    t.check("another range" in r.err, "no 'another range' in %r" % r.err)
-    t.eq(os.listdir(d), [], "files after a resume answered with another range")
+    t.check("another range" in r.err and r.err.rstrip().endswith("run the same get again to resume"),
+            "want 'another range' and the rerun hint: %r" % r.err)
+    t.eq(os.listdir(d), [".big.bin.odcp-part"], "files after a resume answered with another range")
     EMU.ctl("POST", "/faults/clear")
+    EMU.clear_log()
+    t.ok("get", "/d/big.bin", out)
+    t.check(read(out) == data, "bytes differ after the rerun")
+    t.eq([x["headers"].get("range") for x in dl_gets(EMU.log())], ["bytes=262144-"], "the rerun's Range")
+    os.unlink(out)
     faults({"listener": "download", "nth": 1, "drop_response_after": 256 * 1024},
            {"listener": "download", "nth": 2, "status": 416, "headers": {"Content-Range": "bytes */%d" % size}})
     EMU.clear_log()
@@ -1137,6 +1158,99 @@ def test_kill9_put_and_get_50mib_then_resume(t):
         if m:
             t.note("get of 50 MiB killed with %d bytes kept, rerun fetched %d bytes (%.0f%% of the file)"
                    % (have, size - int(m.group(1)), 100.0 * (size - int(m.group(1))) / size))
+
+
+# ============================================================ state
+@test
+def test_one_odcp_per_transfer_and_unusable_state(t):
+    """Two overlapping runs of the same put (or get) do not mix: the second
+    stops at once with exit 1 and sends no fragment, the first completes.
+    A get resumed under another spelling of the same target (./d/../d/f)
+    finds its partial file.  A state file that cannot be used (a FIFO) or
+    a state directory that cannot be written costs only the resume: said
+    once, and the transfer completes."""
+    t.login()
+    EMU.seed_folder("/s")
+    size = 6 * FRAG
+    data = blob(size, 41)
+    src = t.local("lock.bin", data)
+    # the first put is slowed on the upload host; the second starts then
+    faults({"listener": "upload", "method": "PUT", "delay": 0.3, "times": 1000})
+    EMU.clear_log()
+    b = t.bg("put", *PUT_FRAG, src, "/s/lock.bin")
+    deadline = time.time() + 20
+    while time.time() < deadline and not any(x["listener"] == "upload" for x in EMU.ctl("GET", "/log")):
+        time.sleep(0.02)
+    n0 = len(frags(EMU.ctl("GET", "/log")))
+    r = t.status(1, "put", *PUT_FRAG, src, "/s/lock.bin", timeout=60)
+    t.check("another odcp is uploading" in r.err, "second put: %r" % r.err)
+    t.eq(b.finish(120), 0, "exit status of the first put (stderr %r)" % b.err_lines)
+    log = EMU.log()
+    t.eq(len(sessions_created(log)), 1, "sessions created by the two overlapping puts")
+    t.eq(len(frags(log)), 6, "fragments sent by the two overlapping puts (%d when the second began)" % n0)
+    uploaded_ok(t, "/s/lock.bin", data, "first of two overlapping puts")
+    EMU.ctl("POST", "/faults/clear")
+    # the same for get: the second stops, touching neither file
+    big = seed_big(5 * MiB, "/s/down.bin", seed=42)
+    out = t.local("dl/down.bin")
+    os.makedirs(os.path.dirname(out))
+    faults({"listener": "download", "stall": 3, "stall_after_bytes": MiB})
+    b = t.bg("get", "/s/down.bin", out)
+    part = os.path.join(os.path.dirname(out), ".down.bin.odcp-part")
+    deadline = time.time() + 20
+    while time.time() < deadline and not (os.path.exists(part) and os.path.getsize(part) >= MiB):
+        time.sleep(0.02)
+    r = t.status(1, "get", "/s/down.bin", out, timeout=60)
+    t.check("another odcp is downloading" in r.err, "second get: %r" % r.err)
+    t.eq(b.finish(120), 0, "exit status of the first get (stderr %r)" % b.err_lines)
+    t.check(read(out) == big, "bytes of the first of two overlapping gets")
+    t.eq(sorted(os.listdir(os.path.dirname(out))), ["down.bin"], "files after two overlapping gets")
+    EMU.ctl("POST", "/faults/clear")
+    # a rerun under another spelling of the target resumes
+    os.unlink(out)
+    get_broken(t, "/s/down.bin", out)
+    EMU.clear_log()
+    r = t.ok("get", "/s/down.bin", "./dl/../dl/down.bin", cwd=t.work, timeout=60)
+    t.check(read(out) == big, "bytes after resuming under another spelling")
+    g = dl_gets(EMU.log())
+    t.check(bool(g) and (g[0]["headers"].get("range") or "").startswith("bytes=") and
+            not g[0]["headers"]["range"].startswith("bytes=0-"),
+            "no resume under another spelling: %r" % [x["headers"].get("range") for x in g])
+    # a FIFO where the state file would be: said, not hung on, completed
+    state = os.path.join(t.cfg, "state")
+    os.unlink(out)
+    get_broken(t, "/s/down.bin", out)
+    gets = [f for f in os.listdir(state) if "-get-" in f]
+    t.eq(len(gets), 1, "get state files after a broken get")
+    for f in gets:
+        os.unlink(os.path.join(state, f))
+        os.mkfifo(os.path.join(state, f), 0o600)
+    r = t.ok("get", "/s/down.bin", out, timeout=60)
+    t.check("not a state file" in r.err, "an unusable state file not said: %r" % r.err)
+    t.check(read(out) == big, "bytes after an unusable state file")
+    for f in gets:
+        t.check(os.path.exists(os.path.join(state, f)), "the unusable state file was removed")
+        os.unlink(os.path.join(state, f))
+    # a state directory that cannot be written: the put is not resumable,
+    # says so once, and completes
+    if os.geteuid() != 0:
+        os.chmod(state, 0o500)
+        r = t.ok("put", *PUT_FRAG, src, "/s/nostate.bin", timeout=60)
+        os.chmod(state, 0o700)
+        t.eq(len(re.findall("cannot save the state", r.err)), 1, "warnings for a read-only state dir: %r" % r.err)
+        uploaded_ok(t, "/s/nostate.bin", data, "put with a read-only state dir")
+    else:
+        # root writes anyway: a state dir that is a file stands in
+        os.rename(state, state + ".away")
+        with open(state, "w") as f:
+            f.write("x")
+        r = t.ok("put", *PUT_FRAG, src, "/s/nostate.bin", timeout=60)
+        os.unlink(state)
+        os.rename(state + ".away", state)
+        t.eq(len(re.findall("cannot read the state of this transfer, so it will not be resumable: Not a directory",
+                            r.err)), 1, "warnings for an unusable state dir: %r" % r.err)
+        t.eq(len(r.err.splitlines()), 1, "lines said for an unusable state dir: %r" % r.err)
+        uploaded_ok(t, "/s/nostate.bin", data, "put with an unusable state dir")
 
 
 # ============================================================ proxies
