@@ -622,44 +622,44 @@ def test_get_stalled_body_times_out_and_resumes(t):
     t.check(len(g) >= 2 and "range" in g[-1]["headers"], "no Range request after the stall: %r" % [x["headers"].get("range") for x in g])
 
 
+def slow_listing(t, folder, rule, timeout):
+    """ls of folder with rule on the first listing request: the attempt is
+    given up within --timeout, the retry works (returns the seconds the ls
+    took).  With rule on every attempt: exit 1 within the budget, an error
+    that names the timeout, never a hang."""
+    EMU.seed(folder + "/a.txt", b"a")
+    faults(dict(rule, listener="graph", path="children", nth=1))
+    t0 = time.time()
+    r = t.ok("--timeout", str(timeout), "ls", folder, timeout=60)
+    took = time.time() - t0
+    t.eq(r.lines(), ["a.txt"], "listing after %r" % rule)
+    t.check(took < 15, "%r held odcp for %.1f s" % (rule, took))
+    EMU.ctl("POST", "/faults/clear")
+    faults(dict(rule, listener="graph", path="children", times=100))
+    t0 = time.time()
+    r = t.status(1, "--timeout", str(timeout), "--retries", "1", "ls", folder, timeout=60)
+    t.check(time.time() - t0 < 20, "gave up after %.1fs" % (time.time() - t0))
+    t.check(re.search(r"time", r.err, re.I) is not None, "error does not name the timeout: %r" % r.err)
+    return took
+
+
 @test
 def test_stalled_server_ls(t):
     """Graph accepts the request and says nothing: --timeout 2 gives up on
-    that attempt, the retry works.  With every attempt stalled: exit 1
-    within the budget, never a hang."""
+    that attempt, the retry works; every attempt stalled: exit 1."""
     t.login()
-    EMU.seed("/s/a.txt", b"a")
-    faults({"listener": "graph", "path": "children", "nth": 1, "stall": 30})
-    r = t.ok("--timeout", "2", "ls", "/s")
-    t.eq(r.lines(), ["a.txt"], "listing after a stall")
-    faults({"listener": "graph", "path": "children", "stall": 30, "times": 100})
-    t0 = time.time()
-    r = t.status(1, "--timeout", "1", "--retries", "2", "ls", "/s", timeout=60)
-    t.check(time.time() - t0 < 20, "gave up after %.1fs" % (time.time() - t0))
-    t.check(re.search(r"time", r.err, re.I) is not None, "error does not name the timeout: %r" % r.err)
+    slow_listing(t, "/s", {"stall": 30}, 2)
 
 
 @test
 def test_trickled_head_times_out(t):
     """A server that sends its response head a byte every half second,
     never silent for a whole --timeout 2: the head must come whole within
-    the timeout, so the attempt is given up after 2 s and the retry works.
-    Every attempt trickled: exit 1 within the budget, never a hang."""
+    the timeout, so the attempt is given up after 2 s and the retry works;
+    every attempt trickled: exit 1."""
     t.login()
-    EMU.seed("/tr/a.txt", b"a")
-    faults({"listener": "graph", "path": "children", "nth": 1, "trickle_head": 0.5})
-    t0 = time.time()
-    r = t.ok("--timeout", "2", "ls", "/tr", timeout=60)
-    took = time.time() - t0
-    t.eq(r.lines(), ["a.txt"], "listing after a trickled head")
-    t.check(took < 15, "a trickled head held odcp for %.1f s" % took)
+    took = slow_listing(t, "/tr", {"trickle_head": 0.5}, 2)
     t.note("a head trickled at 2 bytes/s, --timeout 2: ls ended after %.1f s" % took)
-    EMU.ctl("POST", "/faults/clear")
-    faults({"listener": "graph", "path": "children", "trickle_head": 0.5, "times": 100})
-    t0 = time.time()
-    r = t.status(1, "--timeout", "2", "--retries", "1", "ls", "/tr", timeout=60)
-    t.check(time.time() - t0 < 20, "gave up after %.1fs" % (time.time() - t0))
-    t.check(re.search(r"time", r.err, re.I) is not None, "error does not name the timeout: %r" % r.err)
 
 
 @test
