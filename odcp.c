@@ -5337,7 +5337,9 @@ static int
 fragment_failed(struct graph *g, struct upload *u, struct conn *c,
     struct http_resp *r, int *fails, int64_t *off, int64_t *end)
 {
+	const char *why;
 	int64_t	 wait;
+	size_t	 n;
 	int	 rc;
 
 	if (r != NULL) {
@@ -5350,9 +5352,12 @@ fragment_failed(struct graph *g, struct upload *u, struct conn *c,
 	wait = retry_wait(r, *fails);
 	if ((*fails)++ >= retries || wait < 0) {
 		u->keep = 1;
+		n = strlen(u->path);	/* the path said once */
+		why = strncmp(held, u->path, n) == 0 && held[n] == ':' ?
+		    held + n + 2 : held;
 		return err1("%s: upload stopped at byte %" PRId64 " of %" PRId64
 		    " (%s); run the same put again to resume", u->path, *off,
-		    u->size, held);
+		    u->size, why);
 	}
 	if (r == NULL || r->status != 416)
 		retry_nap(wait, held);
