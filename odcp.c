@@ -82,6 +82,7 @@
 #define FRESH_RETRIES	4	/* 404 on an item odcp has just written */
 #define FRESH_RECENT	16	/* folders remembered as just created */
 #define SESSION_RESTARTS 3	/* new upload sessions after one vanished */
+#define RANGES_MAX	32	/* nextExpectedRanges read from one answer */
 #define EXPIRY_SLACK	60	/* s: a session's expiry is saved again when
 				 * the service has pushed it on this much */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
@@ -3259,12 +3260,14 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 		hush = 1;
 		held[0] = '\0';
 		r.status = 0;
+		body_broke = 0;
 		rc = http_exchange(url, &q, &r, &c, p->timeout, 0);
 		if (rc == 0)
 			rc = auth_parse(c, &r);
 		hush = 0;
+		/* an answer that broke off is asked for again, as a lost one */
 		if (rc == -1 && (net_permanent || (r.status != 0 &&
-		    r.status != 429 && r.status < 500)))
+		    r.status != 429 && r.status < 500 && !body_broke)))
 			return release();
 		/* RFC 6749 5.2 and graph-api.md 1.5: retry later */
 		if (rc == 0 && r.status != 429 && r.status < 500 &&
@@ -4892,10 +4895,11 @@ upload_hash(struct upload *u)
 
 /*
  * An uploadSession: {"uploadUrl", "expirationDateTime",
- * "nextExpectedRanges": ["N-", "a-b", ...]}.  *next gets the first byte
- * the service still wants and *end the end of that range (-1: open), or
- * *next = -1 when it wants none.  A range outside the file is nonsense
- * and refused.
+ * "nextExpectedRanges": ["N-", "a-b", ...]}, the ranges in any order.
+ * *next gets the first byte the service still wants and *end the end of
+ * the run of missing bytes from there (-1: open), ranges that touch or
+ * overlap taken as one; *next = -1 when it wants none.  A range outside
+ * the file, or more than RANGES_MAX, is nonsense and refused.
  */
 static int
 parse_session(struct conn *c, struct http_resp *r, struct upload *u,
@@ -4905,8 +4909,8 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
 	struct body b = { c, r };
 	enum json_ev ev = JSON_ERR;
 	char	 when[FIELD_MAX], *dash;
-	int	 bad = 0;
-	int64_t	 a, z;
+	int	 bad = 0, n = 0, i, grew;
+	int64_t	 a, z, ra[RANGES_MAX], rz[RANGES_MAX];
 
 	*next = *end = -1;
 	if (want_url)
@@ -4943,9 +4947,14 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
 					json_fail(&j, "range beyond the end of "
 					    "the file");
 					bad = 1;
-				} else if (*next == -1 || a < *next) {
-					*next = a;
-					*end = z;
+				} else if (n == RANGES_MAX) {
+					json_fail(&j, "too many ranges");
+					bad = 1;
+				} else {
+					ra[n] = a;
+					rz[n++] = z < 0 ? u->size - 1 : z;
+					if (*next == -1 || a < *next)
+						*next = a;
 				}
 			}
 			if (!bad && ev != JSON_ARR_END)
@@ -4957,6 +4966,16 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
 		bad = 1;
 	if (bad)
 		net_permanent = 1;
+	/* the run of missing bytes from *next: ranges joined while one
+	 * starts at or before the byte after the run */
+	for (*end = *next - 1, grew = n > 0; grew; )
+		for (grew = 0, i = 0; i < n; i++)
+			if (ra[i] <= *end + 1 && rz[i] > *end) {
+				*end = rz[i];
+				grew = 1;
+			}
+	if (n == 0 || *end == u->size - 1)
+		*end = -1;		/* none, or to the end of the file */
 	return body_end(&b, &j, bad, "upload session reply");
 }
 
@@ -5305,9 +5324,21 @@ fragment_put(struct graph *g, struct upload *u, int64_t off, int64_t end,
 	struct http_req q;
 	int64_t	 len;
 
+	/* what the session lacks from off, in whole 320 KiB units unless it
+	 * runs to the end of the file (7.2): a shorter run in the middle
+	 * cannot be sent by the rules, and no session that took odcp's own
+	 * fragments asks for one */
 	len = u->size - off < u->fragment ? u->size - off : u->fragment;
-	if (end >= 0 && end - off + 1 < len)
-		len = end - off + 1;
+	if (end >= 0 && end - off + 1 < len) {
+		len = (end - off + 1) / FRAGMENT_UNIT * FRAGMENT_UNIT;
+		if (len == 0) {
+			g->lost = 0;
+			*last = 0;
+			return err1("%s: the upload session asks for bytes %"
+			    PRId64 "-%" PRId64 ", less than one 320 KiB unit",
+			    u->path, off, end);
+		}
+	}
 	bfmt(hdr, sizeof(hdr), "Content-Range: bytes %" PRId64 "-%" PRId64
 	    "/%" PRId64 "\r\n", off, off + len - 1, u->size);
 	req_init(&q, "PUT");
@@ -5377,6 +5408,7 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 	long	 rounds, cap;
 	int	 rc, gone, last, fails = 0, restarts = 0;
 	int64_t	 low = off;		/* the first byte the service lacks */
+	int64_t	 at;
 
 	/* every round moves forward, or spends one of the retries or one
 	 * of the session restarts: so this cap is never reached by a
@@ -5391,8 +5423,23 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		if (rc == 0 && (r.status == 200 || r.status == 201))
 			return graph_written(g, c, &r, u->path, &u->it);
 		if (rc == 0 && r.status == 202) {
-			if (parse_session(c, &r, u, 0, &off, &end) == -1)
+			at = off;
+			hush = 1;
+			body_broke = 0;
+			rc = parse_session(c, &r, u, 0, &off, &end);
+			hush = 0;
+			if (rc == -1 && !body_broke)
+				return release();
+			if (rc == -1)
+				off = at;
+		}
+		if (rc == -1) {
+			/* no answer, or a 202 that broke off: ask the
+			 * session where it stands */
+			if ((gone = fragment_failed(g, u, c, NULL, &fails, &off,
+			    &end)) == -1)
 				return -1;
+		} else if (r.status == 202) {
 			if (u->expires > u->saved + EXPIRY_SLACK)
 				session_save(u);	/* best effort */
 			if (off != -1 && off <= low) {
@@ -5408,11 +5455,11 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 				low = off;
 				fails = 0;
 			}
-		} else if (rc == 0 && r.status != 404 && r.status != 401 &&
+		} else if (r.status != 404 && r.status != 401 &&
 		    r.status != 416 && r.status != 429 && r.status < 500)
 			return graph_error(c, &r, u->path);
-		else if ((gone = fragment_failed(g, u, c, rc == 0 ? &r : NULL,
-		    &fails, &off, &end)) == -1)
+		else if ((gone = fragment_failed(g, u, c, &r, &fails, &off,
+		    &end)) == -1)
 			return -1;
 		if (!gone && off >= 0)
 			continue;

@@ -143,6 +143,29 @@ def test_put_connection_dropped_mid_fragment(t):
 
 
 @test
+def test_put_fragment_answer_broken(t):
+    """The 202 to a fragment arrives but its JSON breaks off (chunked body
+    cut short, or the connection dropped after a few body bytes): the
+    session is asked where it stands (GET, no Authorization) and the
+    upload goes on from its answer, in whole fragments, byte-identical."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 5 * FRAG
+    for n, rule in enumerate(({"truncate_chunked": True}, {"drop_response_after": 10})):
+        faults(dict(rule, listener="upload", method="PUT", nth=2))
+        data, r, log = put_big(t, size, remote="/f/broken%d.bin" % n)
+        u = ups(log)
+        t.eq([(x["method"], x["status"]) for x in u[1:4]], [("PUT", 202), ("GET", 200), ("PUT", 202)],
+             "%r on a fragment's 202: ask the session, then go on" % rule)
+        t.eq([(a, b) for a, b, *_ in frags(log)][2:3], [(2 * FRAG, 3 * FRAG - 1)],
+             "%r: the fragment after the session's answer" % rule)
+        contiguous(t, frags(log), size, "%r on a 202" % rule)
+        uploaded_ok(t, "/f/broken%d.bin" % n, data, "%r on a 202" % rule)
+        no_auth_on_preauth(t, log, "%r on a 202" % rule)
+        EMU.ctl("POST", "/faults/clear")
+
+
+@test
 def test_put_429_retry_after_on_fragment(t):
     """429 with Retry-After: 100 on fragment 3 is waited out (scaled to 1 s),
     then the session is asked and the upload ends byte-identical."""
@@ -379,6 +402,27 @@ def test_put_next_expected_ranges_shapes(t):
             % (FRAG, 3 * FRAG, starts))
     # what the server really lacks (2*FRAG..3*FRAG-1) is asked for again at the end
     uploaded_ok(t, "/f/big.bin", data, "two-range answer")
+    contiguous(t, fr, size, "two-range answer")
+    # two ranges that touch, the first not a whole number of 320 KiB
+    # units: one run of missing bytes, sent in whole fragments
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 503},
+           {"listener": "upload", "method": "GET", "nth": 1,
+            "next_expected_ranges": ["%d-%d" % (FRAG + 1000, FRAG + 5000), "%d-" % (FRAG + 5001), "%d-%d" % (FRAG, FRAG + 999)]})
+    data, r, log = put_big(t, size, remote="/f/touch.bin")
+    fr = frags(log)
+    contiguous(t, fr, size, "touching ranges")
+    t.eq([(a, b) for a, b, *_ in fr[2:3]], [(FRAG, 2 * FRAG - 1)], "the fragment after touching ranges")
+    uploaded_ok(t, "/f/touch.bin", data, "touching ranges")
+    # a hole in the middle shorter than one unit cannot be sent by the
+    # rules: a protocol error, and no fragment that breaks them
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 503},
+           {"listener": "upload", "method": "GET", "nth": 1,
+            "next_expected_ranges": ["%d-%d" % (FRAG, FRAG + 1000), "%d-" % (2 * FRAG)]})
+    data, r, log = put_big(t, size, remote="/f/hole.bin", want=1)
+    bad = [(a, b) for a, b, total, *_ in frags(log) if (b - a + 1) % UNIT and b + 1 != size]
+    t.eq(bad, [], "fragments breaking the 320 KiB rule")
+    t.check("less than one 320 KiB unit" in r.err, "no reason for the hole: %r" % r.err)
+    t.check("/f/hole.bin" not in EMU.tree(), "a file was committed after a hole")
     # nonsense: a range past the end of the file
     faults({"listener": "upload", "method": "PUT", "nth": 1, "status": 503},
            {"listener": "upload", "method": "GET", "nth": 1, "next_expected_ranges": ["%d-" % (size + UNIT)]})
@@ -1075,6 +1119,16 @@ def test_token_endpoint_errors_classified(t):
     EMU.clear_log()
     t.ok("stat", "/k.txt")
     t.eq([x["status"] for x in e2e.token_posts(EMU.log())], [400, 400, 200], "token endpoint statuses")
+    # an answer that breaks off (chunked JSON cut short, or the connection
+    # dropped in the body) is asked for again, as a lost one is
+    for rule in ({"truncate_chunked": True}, {"drop_response_after": 20}):
+        EMU.ctl("POST", "/faults/clear")
+        EMU.ctl("POST", "/expire_tokens")
+        faults(dict(rule, listener="login", path="token", nth=1))
+        EMU.clear_log()
+        r = t.ok("stat", "/k.txt")
+        t.eq(len(e2e.token_posts(EMU.log())), 2, "token requests after %r" % rule)
+        t.check(r.err == "", "a retried token request said %r" % r.err)
 
 
 @test
