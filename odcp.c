@@ -4010,7 +4010,9 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	else if (r->status == 404)
 		st = EXIT_NOTFOUND;
 	else if (r->status == 409 && strcmp(code, "nameAlreadyExists") == 0)
-		st = EXIT_EXISTS;
+		/* or a session already open for the file (7.3 [OBS]) */
+		st = strstr(msg, "upload session") == NULL ? EXIT_EXISTS :
+		    EXIT_FAIL;
 	tidy(r->retry_after);
 	if (strcmp(inner, code) == 0)		/* "a/a" says it once */
 		inner[0] = '\0';
@@ -4019,7 +4021,9 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	    msg[0] ? ": " : "", msg, r->retry_after[0] ? " (Retry-After: " :
 	    "", r->retry_after, r->retry_after[0] ? ")" : "",
 	    r->status == 401 ? "; the token was refused after a refresh: "
-	    "sign in again with odcp login" : "");
+	    "sign in again with odcp login" : r->status == 409 &&
+	    st == EXIT_FAIL ? "; the service ends such a session by itself "
+	    "within about 15 minutes: run the same put again then" : "");
 }
 
 /*

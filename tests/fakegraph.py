@@ -143,6 +143,10 @@ DEFAULT_CONFIG = {
     # client ids (space-separated) registered as confidential: they must
     # authenticate with client_secret on every token grant (2.3).
     "proxy_auth": "", "allow_bearer_on_preauth": False, "confidential_clients": "",
+    # 7.3 [OBS]: a second session for an item that has a live one was once
+    # refused (409 nameAlreadyExists, "An upload session already exists
+    # for this file"); on: refuse it so, off: allow it (both are possible)
+    "one_session_per_item": False,
 }
 INVALID_NAME_CHARS = set('"*:<>?/\\|')
 RESERVED_NAMES = {".lock", "con", "prn", "aux", "nul", "desktop.ini"} | \
@@ -1556,6 +1560,10 @@ class GraphHandler(Handler):
                 raise Reply(400, "invalidRequest", "Name specified in the path doesn't match the name specified in the request body.")
             if existing is not None and behavior == "fail":
                 raise Reply(409, "nameAlreadyExists", "The specified item name already exists. Name: %s" % existing.name)
+            if self.cfg["one_session_per_item"] and any(
+                    o["parent"] is parent and o["name"].lower() == name.lower() and o["expires"] > time.time()
+                    for o in self.emu.sessions.values()):
+                raise Reply(409, "nameAlreadyExists", "An upload session already exists for this file")
             key, ta = secrets.token_urlsafe(24), secrets.token_urlsafe(1100)
             s = {"parent": parent, "name": name, "existing": existing, "behavior": behavior, "fs_m": fs_m,
                  "fs_c": fs_c, "total": None, "next": 0, "tempauth": ta, "defer": bool(body.get("deferCommit")),

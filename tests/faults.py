@@ -987,6 +987,42 @@ def test_mkdir_lost_answer_not_repeated_blindly(t):
 
 
 @test
+def test_session_answer_lost_both_ways(t):
+    """The answer to createUploadSession is lost.  A session is invisible
+    until its last byte, so nothing can be read back: odcp asks for a new
+    one.  Both things the service has been seen to do (7.3): it opens a
+    second session (the upload completes, the lost one lapses), or it
+    refuses with 409 "An upload session already exists for this file"
+    (exit 1, not 5, saying the rerun to make; the rerun, once that session
+    has gone, completes)."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG
+    rule = {"listener": "graph", "method": "POST", "path": "createUploadSession", "nth": 1, "lose_response": True}
+    faults(rule)
+    data, r, log = put_big(t, size, remote="/f/lost.bin")
+    t.eq([x["status"] for x in sessions_created(log)], [200, 200], "sessions asked for, second session allowed")
+    uploaded_ok(t, "/f/lost.bin", data, "second session allowed")
+    EMU.ctl("POST", "/faults/clear")
+    EMU.config(one_session_per_item=True, upload_session_lifetime=2)
+    try:
+        faults(rule)
+        data, r, log = put_big(t, size, remote="/f/once.bin", want=1)
+        EMU.config(upload_session_lifetime=900)
+        t.eq([x["status"] for x in sessions_created(log)], [200, 409], "sessions asked for, second refused")
+        t.check("An upload session already exists" in r.err and "run the same put again" in r.err,
+                "the 409 and the way out not said: %r" % r.err)
+        t.eq(len(r.err.splitlines()), 1, "lines said: %r" % r.err)
+        t.check("/f/once.bin" not in EMU.tree(), "file committed")
+        EMU.ctl("POST", "/faults/clear")
+        time.sleep(2.5)             # the lost session lapses
+        data, r, log = put_big(t, size, remote="/f/once.bin")
+        uploaded_ok(t, "/f/once.bin", data, "the rerun after a refused second session")
+    finally:
+        EMU.config(one_session_per_item=False, upload_session_lifetime=900)
+
+
+@test
 def test_post_write_404_retried(t):
     """Right after mkdir, the new folder is briefly 404: a put into it retries
     that lookup; a 404 elsewhere is final at once (exit 4)."""
