@@ -4457,9 +4457,15 @@ download_open(struct graph *g, const char *path, const char *url, char *loc,
 		    r->status == 304)
 			return rc;
 		http_drop(*cp, r);
-		if (r->location[0] == '\0' || hops >= HTTP_REDIRECT_MAX)
-			return err1("%s: %s", path, hops >= HTTP_REDIRECT_MAX ?
-			    "too many redirects" : "redirect without a Location");
+		if (hops >= HTTP_REDIRECT_MAX)
+			return err1("%s: too many redirects", path);
+		if (r->location[0] == '\0') {	/* seen once: retry (5.1) */
+			bfmt(held, sizeof(held), "HTTP %d without a Location",
+			    r->status);
+			held_status = EXIT_FAIL;
+			g->lost = 1;
+			return -1;
+		}
 		rc = pct_encode(loc, URL_MAX, r->location, location_plain);
 		wipe(r->location, sizeof(r->location));
 		if (rc == -1)
@@ -4658,7 +4664,11 @@ graph_send_json(struct graph *g, const char *method, const char *url,
 	return graph_request(g, url, &q, r, cp, G_AUTH | flags);
 }
 
-/* A JSON request whose answer is a driveItem, or an error. */
+/*
+ * An idempotent JSON request whose answer is a driveItem, or an error;
+ * an answer that breaks off after its head is read back (the request
+ * was done).
+ */
 static int
 graph_json(struct graph *g, const char *method, const char *url,
     const char *body, const char *what, int flags, struct item *it)
@@ -4666,11 +4676,12 @@ graph_json(struct graph *g, const char *method, const char *url,
 	struct http_resp r;
 	struct conn *c;
 
+	g->what = what;
 	if (graph_send_json(g, method, url, body, &r, &c, flags) == -1)
 		return -1;
 	if (r.status != 200 && r.status != 201)
 		return graph_error(c, &r, what);
-	return parse_item(c, &r, it);
+	return graph_written(g, c, &r, what, it);
 }
 
 /*

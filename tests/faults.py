@@ -790,6 +790,27 @@ def test_get_expired_download_url(t):
 
 
 @test
+def test_get_redirect_without_location(t):
+    """A 302 from /content without a Location (seen once, 5.1) is retried;
+    every answer so: exit 1 naming it, nothing under the target's name."""
+    t.login()
+    data = seed_big(MiB, "/d/noloc.bin", seed=27)
+    out = t.local("noloc.bin")
+    faults({"listener": "graph", "path": "content", "method": "GET", "nth": 1, "status": 302, "body": ""})
+    EMU.clear_log()
+    t.ok("get", "/d/noloc.bin", out)
+    t.check(read(out) == data, "bytes after a 302 without a Location")
+    t.eq([x["status"] for x in EMU.log() if x["listener"] == "graph" and x["path"].endswith("/content")], [302, 302],
+         "answers from /content")
+    os.unlink(out)
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "path": "content", "method": "GET", "status": 302, "body": "", "times": 100})
+    r = t.status(1, "--retries", "2", "get", "/d/noloc.bin", out)
+    t.eq(r.err.strip(), "odcp: /d/noloc.bin: HTTP 302 without a Location", "the error")
+    t.eq(os.listdir(t.work), [], "files after 302s without a Location")
+
+
+@test
 def test_get_resume_across_runs_and_verify(t):
     """A get that fails leaves .NAME.odcp-part and no target; the next get
     resumes with Range if the remote item is unchanged, restarts if it
@@ -918,31 +939,47 @@ def test_matrix_read_commands(t):
 
 @test
 def test_matrix_write_commands(t):
-    """The same faults on the first write of mkdir, rm, a small put and a
-    put -r: each ends done, once, with exit 0."""
+    """The same faults on the first write of mkdir, rm, a small put (its
+    PUT, and the PATCH that sets its mtime) and a put -r: each ends done
+    with exit 0; the request log shows the folder made and the file
+    deleted once; no duplicate item; the mtime set; the token file as
+    it was."""
     t.login()
     EMU.seed_folder("/w")
-    t.local("src/a.txt", b"alpha")
+    t.local("src/a.txt", b"alpha", mtime=1500000000)
     t.local("src/sub/b.txt", b"beta")
+    before = token_snapshot(t)
+
+    def done(log, method, path):
+        return len([x for x in log if x["listener"] == "graph" and x["method"] == method and
+                    x["path"].endswith(path) and 200 <= x["status"] < 300])
     for n, (name, rule) in enumerate(MATRIX_FAULTS):
         EMU.ctl("POST", "/faults/clear")
         faults(dict(rule, listener="graph", method="POST", nth=1),
                dict(rule, listener="graph", method="DELETE", nth=1),
-               dict(rule, listener="graph", method="PUT", nth=1))
+               dict(rule, listener="graph", method="PUT", nth=1),
+               dict(rule, listener="graph", method="PATCH", nth=1))
         EMU.seed("/w/gone%d.txt" % n, b"x")
         steps = [("mkdir", "/w/d%d" % n), ("rm", "/w/gone%d.txt" % n),
                  ("put", t.local("src/a.txt"), "/w/a%d.txt" % n), ("put", "-r", t.local("src"), "/w/tree%d" % n)]
-        good = 0
+        good, logs = 0, []
         for c in steps:
+            EMU.clear_log()
             r = t.run("--timeout", "2", *c, timeout=60)
+            logs.append(EMU.log())
             good += t.check(r.rc == 0, "%s on odcp %s: rc %d, stderr %r" % (name, " ".join(c), r.rc, r.err))
-        t.note("%s on the first write: %d of 4 (mkdir, rm, put, put -r) exit 0, each done once" % (name, good))
+        t.note("%s on the first write: %d of 4 (mkdir, rm, put, put -r) exit 0, none done twice" % (name, good))
+        t.eq(done(logs[0], "POST", "/children"), 1, "%s: folders made by mkdir" % name)
+        t.eq(done(logs[1], "DELETE", "gone%d.txt" % n), 1, "%s: deletes done by rm" % name)
+        t.check(done(logs[2], "PATCH", "") >= 1, "%s: no PATCH of the mtime" % name)
         tree = EMU.tree()
         t.check("/w/d%d" % n in tree and "/w/gone%d.txt" % n not in tree, "%s: mkdir/rm effect" % name)
         for p, data in (("/w/a%d.txt" % n, b"alpha"), ("/w/tree%d/a.txt" % n, b"alpha"), ("/w/tree%d/sub/b.txt" % n, b"beta")):
             t.check(p in tree and EMU.file(p) == data, "%s: %s after put" % (name, p))
+        t.eq(tree.get("/w/a%d.txt" % n, {}).get("mtime"), 1500000000, "%s: mtime after put" % name)
         t.eq(sorted(p for p in tree if p.startswith("/w/a%d" % n) or p.startswith("/w/d%d" % n)),
              ["/w/a%d.txt" % n, "/w/d%d" % n], "%s: no duplicates made" % name)
+        t.eq(token_snapshot(t), before, "%s: the token file" % name)
 
 
 @test
