@@ -5554,6 +5554,16 @@ graph_upload(struct graph *g, struct upload *u)
 		rc = upload_session(g, u);
 	if (rc == -1 || upload_hash(u) == -1)
 		return -1;
+	/* hashes may be missing right after an upload: one look again
+	 * (7.6); none then is no error (10.3) */
+	if (u->it.qxh[0] == '\0' && graph_stat(g, u->path, &u->it, G_FRESH) != 0)
+		return -1;
+	if (u->it.qxh[0] == '\0')
+		debug(1, "%s: no quickXorHash from the service; size checked",
+		    u->path);
+	else if (strlen(u->it.qxh) != 28)
+		debug(1, "%s: a quickXorHash of an unknown form (%.40s); size "
+		    "checked", u->path, u->it.qxh);
 	if (u->it.size != u->size)
 		return err1("%s: service stored %" PRId64 " bytes, sent %"
 		    PRId64, u->path, u->it.size, u->size);

@@ -147,6 +147,10 @@ DEFAULT_CONFIG = {
     # refused (409 nameAlreadyExists, "An upload session already exists
     # for this file"); on: refuse it so, off: allow it (both are possible)
     "one_session_per_item": False,
+    # 10.3: which hashes a file item shows ("quickXorHash", "sha1Hash", or
+    # "" for none: "a missing hash is not an error"); hashes_late: the
+    # answer to an upload has none, a later GET has them (7.6)
+    "hashes": "quickXorHash", "hashes_late": False,
 }
 INVALID_NAME_CHARS = set('"*:<>?/\\|')
 RESERVED_NAMES = {".lock", "con", "prn", "aux", "nul", "desktop.ini"} | \
@@ -392,7 +396,7 @@ class Emulator:
                 "quota": {"deleted": deleted, "remaining": QUOTA_TOTAL - used - deleted, "state": "normal",
                           "total": QUOTA_TOTAL, "used": used, "storagePlanInformation": {"upgradeAvailable": False}}}
 
-    def item_json(self, n, with_url=True):
+    def item_json(self, n, with_url=True, upload=False):
         who = {"application": {"displayName": "fakegraph \u00e9mulateur", "id": "de8bc8b5-d9f9-48b1-a8ad-b748da725064"},
                "user": {"email": USER["upn"], "id": USER["id"], "displayName": USER["displayName"]}}
         d = {}
@@ -411,7 +415,10 @@ class Emulator:
         d["webUrl"] = WEB_BASE + urllib.parse.quote(n.path() if n.parent else "")
         if not n.folder:
             d["cTag"] = '"c:{%s},%d"' % (n.etag_guid, n.version)   # business: no cTag on folders (4.2)
-            d["file"] = {"hashes": {"quickXorHash": n.qxh}, "irmEffectivelyEnabled": False, "mimeType": n.mime}
+            kind = self.config["hashes"]
+            hashes = {} if not kind or (upload and self.config["hashes_late"]) else \
+                {kind: n.qxh if kind == "quickXorHash" else hashlib.sha1(n.qxh.encode()).hexdigest().upper()}
+            d["file"] = {"hashes": hashes, "irmEffectivelyEnabled": False, "mimeType": n.mime}
         d["fileSystemInfo"] = {"createdDateTime": iso(n.fs_created), "lastModifiedDateTime": iso(n.fs_modified)}
         if n.folder:
             d["folder"] = {"childCount": len(n.children)}
@@ -1534,7 +1541,7 @@ class GraphHandler(Handler):
                 if existing is not None:
                     self.check_if_match(existing)
                 status, n = self.emu.place_file(parent, name, existing, behavior, tmp, self.body_len, qxh)
-                d = self.emu.item_json(n)
+                d = self.emu.item_json(n, upload=True)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -1813,7 +1820,7 @@ class UploadHandler(Handler):
             except Reply:
                 self.discard(s)
                 raise
-            d = self.emu.item_json(n)
+            d = self.emu.item_json(n, upload=True)
         self.send_json(status, d)
 
 

@@ -811,6 +811,41 @@ def test_get_redirect_without_location(t):
 
 
 @test
+def test_missing_hashes(t):
+    """No quickXorHash (10.3: a missing hash is no error): get and put check
+    the size only and say so at -v; a hash missing from the upload's answer
+    is looked for once more with a GET of the item (7.6); only a sha1Hash
+    is not taken for a quickXorHash."""
+    t.login()
+    data = seed_big(MiB + 7, "/h/a.bin", seed=61)
+    src = t.local("up.bin", blob(100000, 62))
+    big = t.local("upbig.bin", blob(4 * FRAG + 9, 63))
+    try:
+        for kind in ("", "sha1Hash"):
+            EMU.config(hashes=kind)
+            out = t.local("a-%s.bin" % kind)
+            r = t.ok("-v", "get", "/h/a.bin", out)
+            t.check(read(out) == data, "%r: bytes of the get" % kind)
+            t.check("/h/a.bin: no quickXorHash from the service; size checked" in r.err,
+                    "%r: get -v does not say the size only was checked: %r" % (kind, r.err))
+            for f in (src, big):
+                r = t.ok("-v", "put", *PUT_FRAG, f, "/h/%s-%s" % (kind, os.path.basename(f)))
+                t.check("no quickXorHash from the service; size checked" in r.err,
+                        "%r: put -v does not say the size only was checked: %r" % (kind, r.err))
+        EMU.config(hashes="quickXorHash", hashes_late=True)
+        # (a simple upload's PATCH of the mtime answers with the hash)
+        for f, last in ((src, "PATCH"), (big, "GET")):
+            EMU.clear_log()
+            r = t.ok("-v", "put", *PUT_FRAG, f, "/h/late-%s" % os.path.basename(f))
+            t.check("size checked" not in r.err, "a late hash not looked for: %r" % r.err)
+            after = [x["method"] for x in EMU.log() if x["listener"] == "graph"][-1:]
+            t.eq(after, [last], "the last request of a put answered without hashes")
+            uploaded_ok(t, "/h/late-%s" % os.path.basename(f), read(f), "late hash")
+    finally:
+        EMU.config(hashes="quickXorHash", hashes_late=False)
+
+
+@test
 def test_get_resume_across_runs_and_verify(t):
     """A get that fails leaves .NAME.odcp-part and no target; the next get
     resumes with Range if the remote item is unchanged, restarts if it
