@@ -813,7 +813,12 @@ time_format(char *out, size_t sz, int64_t t)
 		bfmt(out, sz, "1970-01-01T00:00:00Z");
 }
 
-/* Parse an IMF-fixdate (RFC 9110 5.6.7): "Sun, 06 Nov 1994 08:49:37 GMT". */
+/*
+ * Parse an HTTP-date in the three forms a recipient must take (RFC 9110
+ * 5.6.7): IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT", the obsolete RFC
+ * 850 "Sunday, 06-Nov-94 08:49:37 GMT" (a two-digit year 70-99 is 19yy,
+ * else 20yy) and asctime "Sun Nov  6 08:49:37 1994".
+ */
 static int
 http_date(const char *s, int64_t *out)
 {
@@ -822,8 +827,18 @@ http_date(const char *s, int64_t *out)
 	char	 mon[4];
 	int	 d, y, h, mi, se, n = 0;
 
-	if (sscanf(s, "%*3s, %2d %3s %4d %2d:%2d:%2d GMT%n", &d, mon, &y, &h,
-	    &mi, &se, &n) != 6 || n == 0 || s[n] != '\0')
+	if (sscanf(s, "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d GMT%n", &d,
+	    mon, &y, &h, &mi, &se, &n) == 6 && n > 0 && s[n] == '\0')
+		;
+	else if (n = 0, sscanf(s, "%*9[A-Za-z], %2d-%3[A-Za-z]-%2d "
+	    "%2d:%2d:%2d GMT%n", &d, mon, &y, &h, &mi, &se, &n) == 6 &&
+	    n > 0 && s[n] == '\0')
+		y += y < 70 ? 2000 : 1900;
+	else if (n = 0, sscanf(s, "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d "
+	    "%4d%n", mon, &d, &h, &mi, &se, &y, &n) == 6 && n > 0 &&
+	    s[n] == '\0')
+		;
+	else
 		return -1;
 	if ((m = strstr(months, mon)) == NULL || (m - months) % 3 != 0 ||
 	    d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 || h < 0 ||

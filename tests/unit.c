@@ -1511,6 +1511,21 @@ test_retry_wait(void)
 		{ "Thu, 31 Dec 2099 23:00:20 GMT",
 		    "Thu, 31 Dec 2099 23:00:00 GMT", 20 },
 		{ "Fri, 31 Dec 1999 23:59:59 GMT", "", 0 },
+		/* the obsolete forms a recipient must take (RFC 9110 5.6.7) */
+		{ "Wednesday, 21-Oct-15 07:28:30 GMT",
+		    "Wed, 21 Oct 2015 07:28:00 GMT", 30 },
+		{ "Wed Oct 21 07:28:45 2015",
+		    "Wed, 21 Oct 2015 07:28:00 GMT", 45 },
+		{ "Wed Oct  1 07:28:45 2015",
+		    "Wed Oct  1 07:28:00 2015", 45 },
+		{ "Thursday, 31-Dec-99 23:59:59 GMT", "", 0 },
+		{ "Wed, 21 Oct 2015 07:28:30 GMT",
+		    "Sunday, 21-Oct-15 07:28:20 GMT", 10 },
+		/* not dates: backoff */
+		{ "Wed, 21 Oct 2015 07:28:30 UTC", "", -2 },
+		{ "Wednesday, 21-Oct-2015 07:28:30 GMT", "", -2 },
+		{ "Wed Oct 21 07:28:45 2015 GMT", "", -2 },
+		{ "Wed, 21 Foo 2015 07:28:30 GMT", "", -2 },
 	};
 	static struct http_resp r;
 	int64_t	 v, lo;
@@ -1522,7 +1537,11 @@ test_retry_wait(void)
 		memset(&r, 0, sizeof(r));
 		strcpy(r.retry_after, t[i].ra);
 		strcpy(r.date, t[i].date);
-		CHECK(retry_wait(&r, 0) == t[i].want);
+		v = retry_wait(&r, 0);
+		if (t[i].want == -2) {		/* backoff: 1 s plus jitter */
+			CHECK(v >= 1 && v <= 2);
+		} else
+			CHECK(v == t[i].want);
 	}
 	/* No usable Retry-After: 2^attempt (at most 32) plus jitter. */
 	strcpy(tcase, "backoff");
