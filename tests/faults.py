@@ -1107,6 +1107,27 @@ def test_post_write_404_retried(t):
     EMU.clear_log()
     t.status(4, "stat", "/nope")
     t.eq(len([x for x in EMU.log() if x["listener"] == "graph"]), 1, "lookups of a missing item")
+    # in one run: put -r makes /tree and /tree/sub, and the uploads into
+    # them meet 404s (the new folder not yet visible): tried again, each
+    # upload done
+    t.local("src/a.txt", b"alpha")
+    t.local("src/sub/b.txt", b"beta")
+    faults({"listener": "graph", "method": "PUT", "path": "/tree/a.txt", "status": 404, "times": 2},
+           {"listener": "graph", "method": "PUT", "path": "/tree/sub/b.txt", "status": 404, "times": 3})
+    EMU.clear_log()
+    t.ok("put", "-r", t.local("src"), "/tree")
+    puts = [(x["path"].split(":")[1], x["status"]) for x in EMU.log() if x["listener"] == "graph" and x["method"] == "PUT"]
+    t.eq(sorted(puts, key=lambda x: (x[0], x[1] != 404)), [("/tree/a.txt", 404), ("/tree/a.txt", 404), ("/tree/a.txt", 201),
+                ("/tree/sub/b.txt", 404), ("/tree/sub/b.txt", 404), ("/tree/sub/b.txt", 404), ("/tree/sub/b.txt", 201)],
+         "uploads into folders made in the run")
+    t.eq((EMU.file("/tree/a.txt"), EMU.file("/tree/sub/b.txt")), (b"alpha", b"beta"), "files after 404s")
+    # the same 404 into a folder this run did not make is final at once
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "method": "PUT", "path": "/tree/c.txt", "status": 404, "times": 5})
+    EMU.clear_log()
+    t.status(4, "put", t.local("c.txt", b"c"), "/tree/c.txt")
+    t.eq(len([x for x in EMU.log() if x["listener"] == "graph" and x["method"] == "PUT"]), 1,
+         "uploads tried into a folder not made in the run")
 
 
 @test
