@@ -973,6 +973,7 @@ net_wait(int fd, int events, int timeout)
 /* The last connection failure cannot be cured by trying again: an
  * unknown host name, or a TLS handshake the server or we refused. */
 static int net_permanent;
+static const char *net_role = "";	/* "proxy " while reaching one */
 
 static int
 net_connect(const char *host, const char *port, int timeout)
@@ -986,7 +987,7 @@ net_connect(const char *host, const char *port, int timeout)
 	hints.ai_socktype = SOCK_STREAM;
 	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
 		net_permanent = rc == EAI_NONAME;
-		return err1("%s: %s", host, gai_strerror(rc));
+		return err1("%s%s: %s", net_role, host, gai_strerror(rc));
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if ((fd = socket(ai->ai_family, ai->ai_socktype,
@@ -1013,7 +1014,7 @@ net_connect(const char *host, const char *port, int timeout)
 	freeaddrinfo(res);
 	if (fd == -1) {
 		errno = e;
-		return err1("connect to %s port %s:", host, port);
+		return err1("connect to %s%s port %s:", net_role, host, port);
 	}
 	return fd;
 }
@@ -1034,9 +1035,12 @@ struct proxy {
 static struct proxy proxy;
 static const char *no_proxy;
 
-/* Set the proxy from a URL: http://[user[:password]@]host[:port][/]. */
+/*
+ * Set the proxy from a URL: http://[user[:password]@]host[:port][/];
+ * from names where it came from (--proxy, https_proxy ...) in errors.
+ */
 static int
-proxy_set(const char *url)
+proxy_set(const char *url, const char *from)
 {
 	char	 cred[256], *colon;	/* base64: 344 bytes, in auth */
 	const char *h = url, *at, *e;
@@ -1045,25 +1049,25 @@ proxy_set(const char *url)
 	memset(&proxy, 0, sizeof(proxy));
 	if (url == NULL || *url == '\0')
 		return 0;
-	if (strncasecmp(h, "https://", 8) == 0)
-		return fail(EXIT_USAGE, "proxy: only http:// proxies are "
-		    "supported (TLS to the proxy is not)");
 	if (strncasecmp(h, "http://", 7) == 0)
 		h += 7;
+	else if (strstr(h, "://") != NULL)
+		return fail(EXIT_USAGE, "%s: only http:// proxies are "
+		    "supported (not TLS to the proxy, nor SOCKS)", from);
 	e = h + strcspn(h, "/");
 	for (at = e; at > h && at[-1] != '@'; at--)	/* the last '@' */
 		;
 	if (at-- > h) {
 		if ((size_t)(at - h) >= sizeof(cred))
-			return fail(EXIT_USAGE, "proxy: user name too long");
+			return fail(EXIT_USAGE, "%s: user name too long", from);
 		memcpy(cred, h, (size_t)(at - h));
 		cred[at - h] = '\0';
 		if (pct_decode(cred, 0) == -1 || strchr(cred, '\n') != NULL)
-			return fail(EXIT_USAGE, "proxy: bad %%-escape in the "
-			    "user name or password");
+			return fail(EXIT_USAGE, "%s: bad %%-escape in the "
+			    "user name or password", from);
 		if (strchr(cred, ':') == NULL && bcat(cred, sizeof(cred), ":",
 		    1) == -1)
-			return fail(EXIT_USAGE, "proxy: user name too long");
+			return fail(EXIT_USAGE, "%s: user name too long", from);
 		base64(proxy.auth, (unsigned char *)cred, strlen(cred), 0);
 		wipe(cred, sizeof(cred));
 		h = at + 1;
@@ -1073,13 +1077,14 @@ proxy_set(const char *url)
 	if (n == 0 || n >= sizeof(proxy.host) || (*e != '\0' && e[1] != '\0') ||
 	    strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789-.") != n)
-		return fail(EXIT_USAGE, "proxy: expected http://host:port");
+		return fail(EXIT_USAGE, "%s: expected http://host:port",
+		    from);
 	memcpy(proxy.host, h, n);
 	if (colon == NULL)
 		strcpy(proxy.port, "80");
 	else if ((n = (size_t)(e - colon - 1)) == 0 || n >= sizeof(proxy.port) ||
 	    strspn(colon + 1, "0123456789") < n)
-		return fail(EXIT_USAGE, "proxy: bad port");
+		return fail(EXIT_USAGE, "%s: bad port", from);
 	else
 		memcpy(proxy.port, colon + 1, n);
 	return 0;
@@ -1139,7 +1144,10 @@ net_open(const char *host, const char *port, int timeout)
 
 	if (proxy.host[0] == '\0' || proxy_skip(host, port))
 		return net_connect(host, port, timeout);
-	if ((fd = net_connect(proxy.host, proxy.port, timeout)) == -1)
+	net_role = "proxy ";
+	fd = net_connect(proxy.host, proxy.port, timeout);
+	net_role = "";
+	if (fd == -1)
 		return -1;
 	bfmt(req, sizeof(req), "CONNECT %s:%s HTTP/1.1\r\nHost: %s:%s\r\n"
 	    "%s%s%s\r\n", host, port, host, port, proxy.auth[0] ?
@@ -6839,7 +6847,7 @@ static int
 apply_overrides(const struct globals *o)
 {
 	const char *e, *client_id = o->client_id, *tenant = o->tenant;
-	const char *cacert = o->cacert, *timeout = o->timeout;
+	const char *cacert = o->cacert, *timeout = o->timeout, *from;
 	char	*end;
 	int64_t	 v;
 
@@ -6878,11 +6886,13 @@ apply_overrides(const struct globals *o)
 			return fail(EXIT_USAGE, "ODCP_RETRY_SCALE must be a "
 			    "number from 0 to 1");
 	}
+	from = o->proxy ? "--proxy" : getenv("https_proxy") ? "https_proxy" :
+	    getenv("HTTPS_PROXY") ? "HTTPS_PROXY" : "the proxy setting";
 	e = o->proxy ? o->proxy : env_any("https_proxy", "HTTPS_PROXY");
 	if (e == NULL)
 		e = P.proxy;
 	no_proxy = env_any("no_proxy", "NO_PROXY");
-	if (proxy_set(e) == -1)
+	if (proxy_set(e, from) == -1)
 		return -1;
 	ca_file = P.cacert[0] ? P.cacert : NULL;
 	return 0;

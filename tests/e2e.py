@@ -347,7 +347,7 @@ class Ctx:
         e["LC_ALL"] = "C.UTF-8"
         e["ODCP_RETRY_SCALE"] = "0.01"     # waits of seconds become tens of ms
         e.update(extra or {})
-        return e
+        return {k: v for k, v in e.items() if v is not None}     # None: unset
 
     def argv(self, args, profile=None, cfg=True):
         a = [ODCP]

@@ -1460,6 +1460,26 @@ def test_proxy_with_credentials_and_no_proxy(t):
         host = "localhost"
         t.ok("ls", "/", env={"https_proxy": EMU.urls["proxy"], "no_proxy": host})
         t.eq([x for x in EMU.ctl("GET", "/log") if x["listener"] == "proxy"], [], "CONNECTs despite no_proxy")
+        # the upper-case names, when the lower-case ones are not set
+        EMU.ctl("POST", "/log/clear")
+        t.ok("ls", "/", env={"https_proxy": None, "no_proxy": None, "HTTPS_PROXY": EMU.urls["proxy"]})
+        t.check(len([x for x in EMU.ctl("GET", "/log") if x["listener"] == "proxy"]) >= 1, "no CONNECT with HTTPS_PROXY")
+        EMU.ctl("POST", "/log/clear")
+        t.ok("ls", "/", env={"https_proxy": None, "no_proxy": None, "HTTPS_PROXY": EMU.urls["proxy"],
+                             "NO_PROXY": "example.com, .localhost,localhost"})
+        t.eq([x for x in EMU.ctl("GET", "/log") if x["listener"] == "proxy"], [], "CONNECTs despite NO_PROXY")
+    # a proxy that refuses connections: retried (a refused connection is
+    # transient), then one line naming the proxy and the attempts
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        dead = sk.getsockname()[1]
+    r = t.status(1, "--retries", "2", "--proxy", "http://127.0.0.1:%d" % dead, "ls", "/", env={"https_proxy": ""})
+    t.check(re.fullmatch(r"odcp: /: connect to proxy 127\.0\.0\.1 port %d: Connection refused \(GET to \S+, 3 attempts\)\n"
+                         % dead, r.err) is not None, "a refused proxy: %r" % r.err)
+    r = t.status(2, "ls", "/", env={"https_proxy": "socks5://127.0.0.1:1080"})
+    t.eq(r.err, "odcp: https_proxy: only http:// proxies are supported (not TLS to the proxy, nor SOCKS)\n",
+         "a SOCKS proxy")
 
 
 # ------------------------------------------------------------ main

@@ -267,7 +267,7 @@ t_proxy(const uint8_t *d, size_t n)
 	static char buf[8192];
 	char	*s = dupstr(d, n);
 
-	if (proxy_set(s) == 0 && proxy.host[0] != '\0') {
+	if (proxy_set(s, "fuzz") == 0 && proxy.host[0] != '\0') {
 		if (strchr(proxy.host, '@') != NULL ||
 		    strchr(proxy.host, '/') != NULL ||
 		    strspn(proxy.port, "0123456789") != strlen(proxy.port) ||

@@ -1867,7 +1867,18 @@ test_main_helpers(void)
 		o.proxy = "https://proxy.example:3128";
 		err_begin();
 		CHECK(apply_overrides(&o) == -1);
-		CHECK(strstr(err_end(), "only http:// proxies") != NULL);
+		CHECK(strstr(err_end(), "--proxy: only http:// proxies") != NULL);
+		o.proxy = "socks5://proxy.example:1080";
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "--proxy: only http:// proxies are "
+		    "supported (not TLS to the proxy, nor SOCKS)") != NULL);
+		o.proxy = NULL;
+		setenv("HTTPS_PROXY", "http://proxy.example:99999999", 1);
+		err_begin();
+		CHECK(apply_overrides(&o) == -1);
+		CHECK(strstr(err_end(), "HTTPS_PROXY: bad port") != NULL);
+		unsetenv("HTTPS_PROXY");
 		o.proxy = "proxy.example";
 		CHECK(apply_overrides(&o) == 0);
 		CHECK_STR(proxy.port, "80");
