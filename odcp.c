@@ -6976,6 +6976,20 @@ setup_profile(const struct globals *o)
 }
 
 #ifndef ODCP_NO_MAIN
+/* A transfer cut short by a signal says that a rerun resumes it. */
+static void
+on_signal(int sig)
+{
+	static const char msg[] = "odcp: interrupted; the same put or get run "
+	    "again resumes where this one stopped\n";
+	ssize_t	 r;
+
+	r = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)r;
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -6991,6 +7005,9 @@ main(int argc, char **argv)
 			return EXIT_FAIL;
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);	/* a file size limit is a write error */
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGHUP, on_signal);
 	opterr = 0;		/* every usage error is our own one line */
 	pool_init();
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());

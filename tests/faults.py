@@ -536,6 +536,37 @@ def test_put_resume_across_runs(t):
 
 
 @test
+def test_interrupted_put_says_rerun(t):
+    """Ctrl-C (SIGINT) or SIGTERM in the middle of a put: odcp dies of the
+    signal (the shell's 128+N) after one line saying a rerun resumes; the
+    rerun does, and sends less than the file."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 6 * FRAG
+    data = blob(size, 71)
+    src = t.local("int.bin", data)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        remote = "/f/int-%d.bin" % sig
+        faults({"listener": "upload", "method": "PUT", "delay": 0.3, "times": 1000})
+        EMU.clear_log()
+        b = t.bg("put", *PUT_FRAG, src, remote)
+        deadline = time.time() + 30
+        while time.time() < deadline and len([x for x in frags(EMU.ctl("GET", "/log")) if x[3] == 202]) < 2:
+            time.sleep(0.02)
+        b.p.send_signal(sig)
+        t.eq(b.finish(30), -sig, "how odcp ended after signal %d" % sig)
+        t.eq(b.err_lines, ["odcp: interrupted; the same put or get run again resumes where this one stopped"],
+             "what odcp said after signal %d" % sig)
+        EMU.ctl("POST", "/faults/clear")
+        EMU.clear_log()
+        r = t.ok("put", *PUT_FRAG, src, remote, timeout=60)
+        t.check("resuming the interrupted upload" in r.err, "no resume after signal %d: %r" % (sig, r.err))
+        sent = sum(x["body_len"] for x in ups(EMU.log()) if x["method"] == "PUT")
+        t.check(0 < sent < size, "the rerun after signal %d sent %d of %d bytes" % (sig, sent, size))
+        uploaded_ok(t, remote, data, "after signal %d" % sig)
+
+
+@test
 def test_put_resume_after_expiry_pushed_on(t):
     """The session's first expiry is 2 s away, but each fragment pushes it
     on (to 15 min): the state file follows, so a rerun after the first
