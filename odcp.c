@@ -6993,6 +6993,7 @@ on_signal(int sig)
 int
 main(int argc, char **argv)
 {
+	static const int stops[] = { SIGINT, SIGTERM, SIGHUP };
 	struct globals o;
 	const struct cmd *cmd = NULL;
 	size_t	 i;
@@ -7005,9 +7006,9 @@ main(int argc, char **argv)
 			return EXIT_FAIL;
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);	/* a file size limit is a write error */
-	signal(SIGINT, on_signal);
-	signal(SIGTERM, on_signal);
-	signal(SIGHUP, on_signal);
+	for (i = 0; i < 3; i++)	/* what the parent ignores stays ignored */
+		if (signal(stops[i], SIG_IGN) != SIG_IGN)
+			signal(stops[i], on_signal);
 	opterr = 0;		/* every usage error is our own one line */
 	pool_init();
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());

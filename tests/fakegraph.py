@@ -640,7 +640,18 @@ class FaultWriter:
 
 
 # ---------------------------------------------------------------- HTTP plumbing
-class TLSServer(ThreadingHTTPServer):
+class QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-request (odcp killed by a test) is one
+    line on stderr, not a traceback."""
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        e = sys.exc_info()[1]
+        print("fakegraph: connection from port %s ended: %s: %s" % (client_address[1], type(e).__name__, e),
+              file=sys.stderr, flush=True)
+
+
+class TLSServer(QuietServer):
     daemon_threads = True
     request_queue_size = 64
 
@@ -1079,6 +1090,10 @@ class LoginHandler(Handler):
                         d["state"] = "approved"
                         return self.send_raw(200, b"fakegraph: code %s approved; odcp will finish signing in.\n"
                                              % code.encode(), "text/plain; charset=utf-8")
+            if code:
+                return self.send_raw(404, b"fakegraph: no pending sign-in has the code %s (mistyped, or already "
+                                     b"used or expired?)\n" % code.encode("utf-8", "replace")[:64],
+                                     "text/plain; charset=utf-8")
             return self.send_raw(200, b"fakegraph device login: open /devicelogin?code=CODE to approve CODE, "
                                  b"or use the control API: POST /approve {\"user_code\": CODE}\n",
                                  "text/plain; charset=utf-8")
@@ -2151,10 +2166,10 @@ def main(argv=None):
     servers = {}
     for name, h in (("login", LoginHandler), ("graph", GraphHandler), ("download", DownloadHandler), ("upload", UploadHandler)):
         servers[name] = TLSServer(emu, name, h, ctx)
-    control = ThreadingHTTPServer(("127.0.0.1", 0), ControlHandler)
+    control = QuietServer(("127.0.0.1", 0), ControlHandler)
     control.daemon_threads = True
     control.emu = emu
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ProxyHandler)
+    proxy = QuietServer(("127.0.0.1", 0), ProxyHandler)
     proxy.daemon_threads = True
     proxy.emu = emu
     port = lambda n: servers[n].server_address[1]

@@ -154,6 +154,8 @@ def poll(c, d, client_id="cid"):
 def test_identity(c, ep):
     st, r, _ = c.req("GET", ep["login_url"] + "/devicelogin")
     check(st == 200, "devicelogin page")
+    st, _, body = c.req("GET", ep["login_url"] + "/devicelogin?code=NOSUCH")
+    check(st == 404 and b"no pending sign-in has the code NOSUCH" in body, "devicelogin with an unknown code")
     st, _, e = c.json("POST", ep["login_url"] + "/common/oauth2/v2.0/token", {"grant_type": "refresh_token", "client_id": "x"})
     check(st == 400 and e["error_codes"] == [900144], "JSON body to token endpoint is not read")
     control(ep, "POST", "/config", {"interval": 1})
