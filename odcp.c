@@ -61,6 +61,7 @@
 #define CONN_POOL	3	/* Graph, login, and one pre-authenticated host */
 #define IO_BUF		65536	/* file <-> network copy buffer */
 #define JSON_DEPTH_MAX	64	/* Graph documents nest about 6 deep */
+#define JSON_BODY_MAX	(16 << 20)	/* a JSON answer (a listing page: far less) */
 #define JSON_STR_MAX	16384	/* tokens and pre-authenticated URLs fit */
 #define JSON_RBUF	4096
 #define TOKEN_MAX	JSON_STR_MAX	/* access and refresh tokens */
@@ -83,6 +84,8 @@
 #define FRESH_RECENT	16	/* folders remembered as just created */
 #define SESSION_RESTARTS 3	/* new upload sessions after one vanished */
 #define RANGES_MAX	32	/* nextExpectedRanges read from one answer */
+#define PART_NAME_MAX	255	/* a partial file's name, as most file
+				 * systems' NAME_MAX */
 #define EXPIRY_SLACK	60	/* s: a session's expiry is saved again when
 				 * the service has pushed it on this much */
 #define TIMEOUT_DEFAULT	60	/* seconds: connect and each read or write */
@@ -388,20 +391,26 @@ bug(const char *file, int line, const char *what)
 /*
  * A URL for a log line.  Pre-authenticated download and upload URLs carry
  * a bearer-equivalent secret in their path or query, so for any host but
- * Graph's and the login host only the scheme and host are shown.
+ * Graph's and the login host only the scheme and host are shown.  A
+ * user:password before the host is never shown.
  */
 static void
 log_url(char *out, size_t sz, const char *url, int trusted)
 {
-	const char *p;
+	const char *s, *p, *at;
 
-	if (trusted) {
+	s = strstr(url, "://");
+	s = s ? s + 3 : url;
+	p = s + strcspn(s, "/?#");
+	for (at = p; at > s && at[-1] != '@'; at--)
+		;
+	if (at > s)			/* user info: dropped */
+		snprintf(out, sz, "%.*s<redacted>@%.*s%s", (int)(s - url), url,
+		    (int)(p - at), at, trusted ? p : "/<redacted>");
+	else if (trusted)
 		snprintf(out, sz, "%s", url);
-		return;
-	}
-	p = strstr(url, "://");
-	p = p ? strchr(p + 3, '/') : NULL;
-	snprintf(out, sz, "%.*s/<redacted>", p ? (int)(p - url) : 0, url);
+	else
+		snprintf(out, sz, "%.*s/<redacted>", (int)(p - url), url);
 }
 
 /* == 4. Small utilities =================================================== */
@@ -868,6 +877,31 @@ write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+/*
+ * fopen(path, "r") of a regular file only: a FIFO or a device put in its
+ * place must not hang odcp, so it is opened without blocking and
+ * refused with errno EINVAL ("not a regular file", callers say).
+ */
+static FILE *
+fopen_regular(const char *path)
+{
+	struct stat st;
+	FILE	*f;
+	int	 fd;
+
+	if ((fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY)) == -1)
+		return NULL;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		errno = EINVAL;
+		return NULL;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	if ((f = fdopen(fd, "r")) == NULL)
+		close(fd);
+	return f;
+}
+
 /* Read up to n bytes at off, retrying EINTR; returns bytes or -1. */
 static ssize_t
 pread_full(int fd, void *buf, size_t n, off_t off)
@@ -1083,7 +1117,8 @@ proxy_set(const char *url, const char *from)
 	if (colon == NULL)
 		strcpy(proxy.port, "80");
 	else if ((n = (size_t)(e - colon - 1)) == 0 || n >= sizeof(proxy.port) ||
-	    strspn(colon + 1, "0123456789") < n)
+	    strspn(colon + 1, "0123456789") < n ||
+	    strtol(colon + 1, NULL, 10) < 1 || strtol(colon + 1, NULL, 10) > 65535)
 		return fail(EXIT_USAGE, "%s: bad port", from);
 	else
 		memcpy(proxy.port, colon + 1, n);
@@ -2101,6 +2136,8 @@ retry_wait(const struct http_resp *r, int attempt)
 
 	if (ra[0] && parse_int(ra, 0, INT64_MAX, &v) == -1) {
 		v = -1;
+		if (strspn(ra, "0123456789") == strlen(ra))
+			return -1;	/* seconds past counting: too long */
 		if (http_date(ra, &when) == 0) {
 			if (r->date[0] == '\0' || http_date(r->date, &now) == -1)
 				now = (int64_t)time(NULL);
@@ -2665,6 +2702,7 @@ json_get_int(struct json *j, int64_t *out)
 struct body {
 	struct conn *c;
 	struct http_resp *r;
+	int64_t	 got;		/* bytes so far: at most JSON_BODY_MAX */
 };
 
 static int body_broke;
@@ -2677,6 +2715,13 @@ body_read(void *ctx, unsigned char *buf, size_t n)
 
 	if ((got = http_read(b->c, b->r, buf, n)) < 0)
 		body_broke = 1;
+	else if ((b->got += got) > JSON_BODY_MAX) {
+		net_permanent = 1;	/* a body without end: not asked again */
+		err1("%s: an answer longer than %d MiB", b->c->host,
+		    JSON_BODY_MAX >> 20);
+		conn_close(b->c);
+		return -1;
+	}
 	return got;
 }
 
@@ -2796,7 +2841,9 @@ conf_load(struct profile *p)
 
 	conf_defaults(p);
 	bfmt(path, sizeof(path), "%s/config", p->dir);
-	if ((f = fopen(path, "r")) == NULL) {
+	if ((f = fopen_regular(path)) == NULL) {
+		if (errno == EINVAL)
+			return fail(EXIT_USAGE, "%s: not a regular file", path);
 		if (errno != ENOENT)
 			return fail(EXIT_USAGE, "%s:", path);
 		if (strcmp(p->name, "default") != 0)
@@ -2858,8 +2905,10 @@ conf_secret(struct profile *p)
 		    fail(EXIT_USAGE, "ODCP_CLIENT_SECRET too long") : 0;
 	if (p->secret_file[0] == '\0')
 		return 0;
-	if ((f = fopen(p->secret_file, "r")) == NULL)
-		return fail(EXIT_USAGE, "client secret file %s:", p->secret_file);
+	if ((f = fopen_regular(p->secret_file)) == NULL)
+		return fail(EXIT_USAGE, errno == EINVAL ? "client secret file "
+		    "%s: not a regular file" : "client secret file %s:",
+		    p->secret_file);
 	if (fgets(p->secret, sizeof(p->secret), f) == NULL)
 		p->secret[0] = '\0';
 	fclose(f);
@@ -3000,22 +3049,31 @@ state_lock(const char *state)
 {
 	char	 path[LPATH_MAX + 160];
 	struct flock fl;
-	int	 fd;
+	struct stat a, b;
+	int	 fd, tries;
 
 	if (state[0] == '\0' || mkdir_parents(state_dir) == -1)
 		return -1;
 	bfmt(path, sizeof(path), "%s.lock", state);
-	if ((fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK,
-	    0600)) == -1)
-		return -1;
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	if (fcntl(fd, F_SETLK, &fl) == -1) {
+	for (tries = 0; tries < 3; tries++) {
+		if ((fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK,
+		    0600)) == -1)
+			return -1;
+		memset(&fl, 0, sizeof(fl));
+		fl.l_type = F_WRLCK;
+		fl.l_whence = SEEK_SET;
+		if (fcntl(fd, F_SETLK, &fl) == -1) {
+			close(fd);
+			return -2;
+		}
+		/* still the file of that name, not one its last holder
+		 * removed between our open and our lock? */
+		if (fstat(fd, &a) == 0 && lstat(path, &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			return fd;
 		close(fd);
-		return -2;
 	}
-	return fd;
+	return -1;
 }
 
 /* Give the lock up and remove its file. */
@@ -3123,8 +3181,9 @@ token_load(const struct profile *p, struct token *t)
 
 	memset(t, 0, sizeof(*t));
 	token_path(p, path, sizeof(path), "");
-	if ((f = fopen(path, "r")) == NULL)
-		return errno == ENOENT ? 0 : err1("%s:", path);
+	if ((f = fopen_regular(path)) == NULL)
+		return errno == ENOENT ? 0 : err1(errno == EINVAL ? "%s: not a "
+		    "regular file" : "%s:", path);
 	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
 		fclose(f);
 		return err1("%s: not a regular file", path);
@@ -3200,7 +3259,7 @@ static int
 auth_parse(struct conn *c, struct http_resp *r)
 {
 	static struct json j;
-	struct body b = { c, r };
+	struct body b = { c, r, 0 };
 	enum json_ev ev = JSON_ERR;
 	char	*nl;
 	int	 bad = 0;
@@ -3517,25 +3576,45 @@ auth_refresh(const struct profile *p, struct token *t)
 static int
 token_lock(const struct profile *p)
 {
+	static const struct timespec tenth = { 0, 100000000 };
 	char	 path[LPATH_MAX + PROFILE_MAX + 16];
 	struct flock fl;
+	int64_t	 limit, waited;
 	int	 fd;
 
 	if (mkdir_parents(p->dir) == -1)
 		return err1("%s:", p->dir);
 	bfmt(path, sizeof(path), "%s/.%s.lock", p->dir, p->name);
-	if ((fd = open(path, O_RDWR | O_CREAT, 0600)) == -1)
+	if ((fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK,
+	    0600)) == -1)
 		return err1("%s:", path);
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	while (fcntl(fd, F_SETLKW, &fl) == -1) {
-		if (errno != EINTR) {
+	/* the holder's own refresh is bounded by its timeouts and retries:
+	 * wait as long, saying so, and no longer (a stopped process) */
+	limit = (int64_t)p->timeout * (retries + 2);
+	for (waited = 0;; waited++) {
+		memset(&fl, 0, sizeof(fl));
+		fl.l_type = F_WRLCK;
+		fl.l_whence = SEEK_SET;
+		if (fcntl(fd, F_SETLK, &fl) == 0)
+			return fd;
+		if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
 			close(fd);
 			return err1("lock %s:", path);
 		}
+		if (fcntl(fd, F_GETLK, &fl) == -1 || fl.l_type == F_UNLCK)
+			fl.l_pid = 0;
+		if (waited == 20 && !quiet)	/* 2 s */
+			fprintf(stderr, "odcp: waiting for another odcp (pid %ld) "
+			    "renewing the tokens of profile %s\n",
+			    (long)fl.l_pid, p->name);
+		if (waited >= limit * 10) {
+			close(fd);
+			return err1("%s: another odcp (pid %ld) has held it for "
+			    "%" PRId64 " s: given up", path, (long)fl.l_pid,
+			    limit);
+		}
+		nanosleep(&tenth, NULL);
 	}
-	return fd;
 }
 
 /* Does t hold an access token with more than the slack left? */
@@ -3989,7 +4068,7 @@ static int
 graph_error(struct conn *c, struct http_resp *r, const char *what)
 {
 	static struct json j;
-	struct body b = { c, r };
+	struct body b = { c, r, 0 };
 	char	 code[FIELD_MAX] = "", inner[FIELD_MAX] = "", msg[MSG_MAX] = "";
 	int	 depth = 0, st = EXIT_FAIL, in_err = 0, in_inner = 0;
 	enum json_ev ev;
@@ -4167,6 +4246,14 @@ parse_item_body(struct json *j, struct item *it)
 		json_fail(j, "an item with an unusable name or field");
 		return -1;
 	}
+	/* 20 bytes in base64 (10.1): any other form would turn the check
+	 * of a transfer off, so it is refused, not skipped */
+	if (it->qxh[0] && (strlen(it->qxh) != 28 || it->qxh[27] != '=' ||
+	    strspn(it->qxh, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789+/") != 27)) {
+		json_fail(j, "an improper quickXorHash");
+		return -1;
+	}
 	return 0;
 }
 
@@ -4175,7 +4262,7 @@ static int
 parse_item(struct conn *c, struct http_resp *r, struct item *it)
 {
 	static struct json j;
-	struct body b = { c, r };
+	struct body b = { c, r, 0 };
 
 	json_init(&j, body_read, &b);
 	return body_end(&b, &j, json_next(&j) != JSON_OBJ ||
@@ -4338,7 +4425,7 @@ parse_page(struct conn *c, struct http_resp *r, item_fn fn, void *arg,
 {
 	static struct json j;
 	static struct item it;
-	struct body b = { c, r };
+	struct body b = { c, r, 0 };
 	enum json_ev ev = JSON_ERR;
 	int	 bad = 0, rc = 0;
 
@@ -4561,7 +4648,7 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
 	if (bad != NULL) {
 		conn_close(c);
 		errno = e;
-		report_tail = trunc && *have > 0 ? download_kept : "";
+		report_tail = trunc == 2 && *have > 0 ? download_kept : "";
 		err1("%s: %s", path, bad);
 		report_tail = "";
 		return -1;
@@ -4583,8 +4670,8 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
  * a 416 to a resume starts the file again.  Waits and attempts follow
  * the --retries budget, renewed each time new bytes flow (past the
  * furthest point reached, so a host that keeps sending the start again
- * cannot keep odcp going).  Into a partial file (trunc), a failure's
- * report says that the bytes received are kept for a rerun.
+ * cannot keep odcp going).  trunc: fd is a partial file that can start
+ * again; 2: one a rerun resumes, which a failure's report says.
  */
 static int
 graph_download(struct graph *g, const char *path, int64_t size, int fd,
@@ -4603,7 +4690,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	graph_url(g, url, sizeof(url), path, "content");
 	while (*have < size || size == 0) {
 		ra = NULL;
-		report_tail = trunc && *have > 0 ? download_kept : "";
+		report_tail = trunc == 2 && *have > 0 ? download_kept : "";
 		rc = download_open(g, path, url, loc, *have, &r, &c, &flags);
 		report_tail = "";
 		if (rc == -1 && !g->lost)
@@ -4647,7 +4734,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 			if (*have > high)
 				high = *have;
 		} else if (r.status < 500 && r.status != 429) {
-			report_tail = trunc && *have > 0 ? download_kept : "";
+			report_tail = trunc == 2 && *have > 0 ? download_kept : "";
 			rc = graph_error(c, &r, path);
 			report_tail = "";
 			break;
@@ -4659,7 +4746,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		}
 		rc = -1;
 		if ((wait = retry_wait(ra, fails)) < 0 || fails++ >= retries) {
-			report_tail = trunc && *have > 0 ? download_kept : "";
+			report_tail = trunc == 2 && *have > 0 ? download_kept : "";
 			err1("%s", held);
 			report_tail = "";
 			break;
@@ -4878,6 +4965,7 @@ struct upload {
 	char	 state[LPATH_MAX + 64];	/* its state file */
 	int64_t	 expires;		/* the session's, as last heard */
 	int64_t	 saved;			/* the expiry in the state file */
+	int64_t	 to;			/* the end of the last fragment sent */
 	int	 keep;			/* failed, but a rerun can resume */
 };
 
@@ -4944,7 +5032,7 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
     int want_url, int64_t *next, int64_t *end)
 {
 	static struct json j;
-	struct body b = { c, r };
+	struct body b = { c, r, 0 };
 	enum json_ev ev = JSON_ERR;
 	char	 when[FIELD_MAX], *dash;
 	int	 bad = 0, n = 0, i, grew;
@@ -5390,6 +5478,7 @@ fragment_put(struct graph *g, struct upload *u, int64_t off, int64_t end,
 	debug(1, "%s: bytes %" PRId64 "-%" PRId64 " of %" PRId64, u->path, off,
 	    off + len - 1, u->size);
 	*last = off + len == u->size;
+	u->to = off + len;
 	return graph_request(g, u->url, &q, r, cp, G_SECRET | G_IDEMPOTENT |
 	    G_HOLD | (*last ? G_SLOW : 0));
 }
@@ -5412,8 +5501,10 @@ fragment_failed(struct graph *g, struct upload *u, struct conn *c,
 	int	 rc;
 
 	if (r != NULL) {
-		bfmt(held, sizeof(held), "%s: HTTP %d from the upload host",
-		    u->path, r->status);
+		tidy(r->retry_after);
+		bfmt(held, sizeof(held), "%s: HTTP %d from the upload host%s%s",
+		    u->path, r->status, r->retry_after[0] ? ", Retry-After: " :
+		    "", r->retry_after);
 		http_drop(c, r);
 		if (r->status == 404)
 			return 1;
@@ -5458,8 +5549,16 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		if (rc == -1 && !g->lost)
 			return -1;
 		gone = 0;
-		if (rc == 0 && (r.status == 200 || r.status == 201))
+		if (rc == 0 && (r.status == 200 || r.status == 201)) {
+			/* whole only once its last missing byte is in */
+			if (!last && (end == -1 || u->to <= end)) {
+				http_drop(c, &r);
+				return err1("%s: the upload host took the file as "
+				    "whole at byte %" PRId64 " of %" PRId64,
+				    u->path, u->to, u->size);
+			}
 			return graph_written(g, c, &r, u->path, &u->it);
+		}
 		if (rc == 0 && r.status == 202) {
 			at = off;
 			hush = 1;
@@ -5480,9 +5579,10 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 		} else if (r.status == 202) {
 			if (u->expires > u->saved + EXPIRY_SLACK)
 				session_save(u);	/* best effort */
-			if (off != -1 && off <= low) {
-				/* taken, and yet asked for again: a session
-				 * that does not move on spends the retries */
+			if (off != -1 && (off <= low || off < u->to)) {
+				/* taken, and yet asked for again, whole or in
+				 * part: a session that does not move on past
+				 * the fragment spends the retries */
 				if (fails++ >= retries)
 					return err1("%s: the upload session keeps "
 					    "asking for byte %" PRId64 " again",
@@ -5584,14 +5684,10 @@ graph_upload(struct graph *g, struct upload *u)
 	if (u->it.qxh[0] == '\0')
 		debug(1, "%s: no quickXorHash from the service; size checked",
 		    u->path);
-	else if (strlen(u->it.qxh) != 28)
-		debug(1, "%s: a quickXorHash of an unknown form (%.40s); size "
-		    "checked", u->path, u->it.qxh);
 	if (u->it.size != u->size)
 		return err1("%s: service stored %" PRId64 " bytes, sent %"
 		    PRId64, u->path, u->it.size, u->size);
-	if (u->it.qxh[0] && strlen(u->it.qxh) == 28 &&
-	    strcmp(u->it.qxh, u->qxh) != 0)
+	if (u->it.qxh[0] && strcmp(u->it.qxh, u->qxh) != 0)
 		return err1("%s: quickXorHash mismatch: service %s, local %s",
 		    u->path, u->it.qxh, u->qxh);
 	return 0;
@@ -5660,9 +5756,9 @@ graph_drive(struct graph *g, struct drive *d)
 	struct http_resp r;
 	struct conn *c;
 	struct body b;
+	int	 attempt = 0, rc;
 
 	g->what = NULL;
-	int	 attempt = 0, rc;
 
 	do {
 		memset(d, 0, sizeof(*d));
@@ -5674,6 +5770,7 @@ graph_drive(struct graph *g, struct drive *d)
 			return graph_error(c, &r, "drive");
 		b.c = c;
 		b.r = &r;
+		b.got = 0;
 		hush = 1;
 		body_broke = 0;
 		json_init(&j, body_read, &b);
@@ -5997,6 +6094,37 @@ local_canon(const char *target, char *dst, size_t dsz)
 }
 
 /*
+ * A target that is a symbolic link is written through only as cp could:
+ * not dangling (GNU cp refuses), not planted by another user in a sticky
+ * world-writable directory such as /tmp (the kernel's protected_symlinks
+ * rule, applied here whether the kernel has it on or not), and the file
+ * it names open for writing to us.
+ */
+static int
+link_check(const char *target)
+{
+	char	 dir[LPATH_MAX];
+	const char *slash = strrchr(target, '/');
+	struct stat l, d;
+	int	 fd;
+
+	if (lstat(target, &l) == -1 || !S_ISLNK(l.st_mode))
+		return 0;
+	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
+	    1 : (int)(slash - target), slash == NULL ? "." : target);
+	if (stat(dir, &d) == 0 && (d.st_mode & S_ISVTX) &&
+	    (d.st_mode & S_IWOTH) && l.st_uid != geteuid() &&
+	    l.st_uid != d.st_uid)
+		return err1("%s: a symbolic link of another user in a sticky "
+		    "directory: not written through", target);
+	if ((fd = open(target, O_WRONLY | O_NONBLOCK | O_NOCTTY)) == -1)
+		return err1(errno == ENOENT ? "%s: not writing through a "
+		    "dangling symbolic link" : "%s:", target);
+	close(fd);
+	return 0;
+}
+
+/*
  * Where get writes.  A regular file (new or existing, also through a
  * symbolic link) is written as a partial file beside it, ".NAME.odcp-part",
  * renamed over it only when verified.  "-", a device or a FIFO is written
@@ -6008,8 +6136,8 @@ static int
 get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 {
 	struct stat st;
-	const char *slash;
-	int	 fd;
+	const char *slash, *base;
+	int	 fd, n;
 
 	part[0] = '\0';
 	if (strcmp(target, "-") == 0)
@@ -6021,14 +6149,23 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 			return err1("%s:", target);
 		return fd;
 	}
-	/* through a symbolic link to the file it names, as cp does; a
-	 * canonical name, so that the state file finds it again */
+	/* through a symbolic link to the file it names, as cp does, and
+	 * only where cp could write through it; a canonical name, so that
+	 * the state file finds it again */
+	if (link_check(target) == -1)
+		return -1;
 	if (local_canon(target, dst, dsz) == -1)
 		return err1("%s: local path too long", target);
 	slash = strrchr(dst, '/');
-	if (snprintf(part, psz, "%.*s.%s.odcp-part",
-	    slash ? (int)(slash - dst + 1) : 0, dst, slash ? slash + 1 : dst) >=
-	    (int)psz) {
+	base = slash ? slash + 1 : dst;
+	/* a name near the 255-byte limit keeps its start and a hash of it */
+	if (strlen(base) + sizeof(".odcp-part") + 1 <= PART_NAME_MAX)
+		n = snprintf(part, psz, "%.*s.%s.odcp-part", (int)(base - dst),
+		    dst, base);
+	else
+		n = snprintf(part, psz, "%.*s.%.200s~%016" PRIx64 ".odcp-part",
+		    (int)(base - dst), dst, base, fnv1a(base));
+	if (n < 0 || n >= (int)psz) {
 		part[0] = '\0';
 		return err1("%s: local path too long", target);
 	}
@@ -6044,37 +6181,91 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
  * file that cannot be used is said once and left alone (state[0] = 0).
  */
 static int
+part_open(const char *part, struct stat *st, int *made)
+{
+	struct stat now;
+	struct flock fl;
+	int	 fd, tries;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	for (tries = 0; tries < 3; tries++) {
+		*made = 0;
+		if ((fd = open(part, O_RDWR | O_NOFOLLOW | O_NONBLOCK)) == -1 &&
+		    errno == ENOENT) {
+			fd = open(part, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+			    O_NONBLOCK, 0600);
+			*made = 1;
+			if (fd == -1 && errno == EEXIST)
+				continue;
+		}
+		if (fd == -1)
+			return err1("%s:", part);
+		if (fstat(fd, st) == -1 || !S_ISREG(st->st_mode) ||
+		    st->st_uid != geteuid()) {
+			close(fd);
+			return err1("%s: not a partial file of this user", part);
+		}
+		if (fcntl(fd, F_SETLK, &fl) == -1) {
+			close(fd);
+			return err1("%s: another odcp is downloading into it",
+			    part);
+		}
+		/* locked; but is it still the file of that name (not one
+		 * renamed into place by the odcp that held it before)? */
+		if (lstat(part, &now) == 0 && now.st_dev == st->st_dev &&
+		    now.st_ino == st->st_ino)
+			return fd;
+		close(fd);
+	}
+	return err1("%s: changed while being opened", part);
+}
+
+/*
+ * Open the partial file: see part_open().  It must be the one the state
+ * file names (a file of that name that odcp did not make, perhaps
+ * downloaded by get -r, is left alone), and have no other hard link (a
+ * snapshot's link would be written through): else it starts afresh.
+ */
+static int
 get_part(const char *remote, const struct item *it, const char *part,
     char *state, struct qxh *h, int64_t *have)
 {
 	static char text[STATE_MAX], buf[IO_BUF];
 	char	 v[PATH_MAX_ + 64], want[FIELD_MAX + 32];
 	struct stat st;
-	struct flock fl;
 	ssize_t	 n;
-	int	 fd, rc, resume = 0;
+	int	 fd, rc, made, was, resume = 0;
 
 	*have = 0;
 	qxh_init(h);
-	fd = open(part, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600);
-	if (fd == -1)
-		return err1("%s:", part);
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    st.st_uid != geteuid()) {
-		close(fd);
-		return err1("%s: not a partial file of this user", part);
-	}
-	if (fcntl(fd, F_SETLK, &fl) == -1) {
-		close(fd);
-		return err1("%s: another odcp is downloading into it", part);
-	}
+	if ((fd = part_open(part, &st, &made)) == -1)
+		return -1;
 	bfmt(want, sizeof(want), "%" PRId64 " %s", it->size,
 	    it->ctag[0] ? it->ctag : it->etag);
-	if ((rc = state_load(state, text, sizeof(text))) == -1)
+	was = silent;		/* one line: the error below says it all */
+	silent = !made;
+	rc = state_load(state, text, sizeof(text));
+	silent = was;
+	if (rc == -1)
 		state[0] = '\0';
+	if (rc == 0)
+		state_get(text, "part", v, sizeof(v));
+	if (!made && (rc != 0 || strcmp(v, part) != 0)) {
+		close(fd);
+		return err1("%s: in the way of the partial download, and not "
+		    "odcp's%s: left alone (move it, or get to another name)",
+		    part, rc == -1 ? " as far as the state file can tell" : "");
+	}
+	if (!made && st.st_nlink != 1) {
+		debug(1, "%s: has another hard link: starting afresh", part);
+		unlink(part);
+		close(fd);
+		if ((fd = part_open(part, &st, &made)) == -1)
+			return -1;
+		rc = 1;
+	}
 	if (rc == 0) {
 		state_get(text, "remote", v, sizeof(v));
 		resume = strcmp(v, remote) == 0;
@@ -6147,8 +6338,8 @@ get_file(const char *remote, const struct item *it, const char *target)
 		if ((fd = get_part(remote, it, part, state, &h, &have)) == -1)
 			return -1;
 	}
-	if (graph_download(&G, remote, it->size, fd, part[0] != '\0', &h,
-	    &have) == -1)
+	if (graph_download(&G, remote, it->size, fd, part[0] == '\0' ? 0 :
+	    state[0] ? 2 : 1, &h, &have) == -1)
 		goto out;
 	qxh_final(&h, sum);
 	bad = 1;
@@ -6157,7 +6348,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 		    remote, have, it->size);
 		goto out;
 	}
-	if (it->qxh[0] && strlen(it->qxh) == 28 && strcmp(sum, it->qxh) != 0) {
+	if (it->qxh[0] && strcmp(sum, it->qxh) != 0) {
 		err1("%s: quickXorHash mismatch: service %s, received %s",
 		    remote, it->qxh, sum);
 		goto out;
@@ -6166,9 +6357,6 @@ get_file(const char *remote, const struct item *it, const char *target)
 	if (!it->qxh[0])
 		debug(1, "%s: no quickXorHash from the service; size checked",
 		    remote);
-	else if (strlen(it->qxh) != 28)
-		debug(1, "%s: a quickXorHash of an unknown form (%.40s); size "
-		    "checked", remote, it->qxh);
 	if (part[0] == '\0') {
 		rc = 0;
 		debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
@@ -6198,7 +6386,7 @@ get_file(const char *remote, const struct item *it, const char *target)
 out:
 	if (fd >= 0 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
 		rc = err1("%s:", target);
-	if (rc == -1 && part[0] && (have == 0 || bad)) {
+	if (rc == -1 && part[0] && (have == 0 || bad || !state[0])) {
 		unlink(part);
 		if (state[0])
 			unlink(state);

@@ -94,6 +94,9 @@ One action per rule:
   "expire_session": true    the upload session of this URL vanishes first
   "expire_token": true      every access token expires first
   "next_expected_ranges": [...]  the nextExpectedRanges the answer shows
+  "endless_body": S         a 200 whose chunked JSON body is "{" and then
+      white space, as fast as it goes, for S seconds (or until the client
+      leaves), then close
 and alone or with any action: "date_skew": S (the Date header is off by S
 seconds), "delay": S (wait before answering), "ignore_range": true (the
 download host sends the whole file, 200, whatever Range asked).
@@ -475,7 +478,8 @@ class Emulator:
 FAULT_LISTENERS = ("login", "graph", "download", "upload", "any")
 # one of these per rule (or none, for a rule of only date_skew and/or delay)
 FAULT_ACTIONS = ("status", "drop_request_after", "lose_response", "drop_response_after", "truncate_chunked",
-                 "stall", "trickle_head", "expire_session", "expire_token", "next_expected_ranges")
+                 "stall", "trickle_head", "expire_session", "expire_token", "next_expected_ranges",
+                 "endless_body")
 FAULT_NEEDS = {"headers": "status", "body": "status", "retry_after_date": "status", "stall_after_bytes": "stall"}
 FAULT_CODES = {      # status -> Graph error code, inner code (9.1, 9.2)
     400: ("invalidRequest", None), 401: ("InvalidAuthenticationToken", None), 403: ("accessDenied", None),
@@ -518,6 +522,7 @@ class Faults:
                  "stall_after_bytes": count, "trickle_head": lambda v: num(v) and v > 0,
                  "expire_session": lambda v: v is True, "expire_token": lambda v: v is True,
                  "next_expected_ranges": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                 "endless_body": lambda v: num(v) and v > 0,
                  "date_skew": num, "delay": lambda v: num(v) and v >= 0, "rst": lambda v: isinstance(v, bool),
                  "ignore_range": lambda v: v is True}
         for k, v in r.items():
@@ -960,6 +965,21 @@ class Handler(BaseHTTPRequestHandler):
         if "status" in rule:
             self.drain()
             return self.fault_status(rule)
+        if "endless_body" in rule:
+            self.drain()
+            self.log_request_record()
+            self.send_response(200)
+            self.send_header("Content-Type", GRAPH_JSON)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            pad, end = b"%x\r\n%s\r\n" % (65536, b" " * 65536), time.time() + rule["endless_body"]
+            try:
+                self.wfile.write(b"1\r\n{\r\n")
+                while time.time() < end and not self.emu.stop.is_set():
+                    self.wfile.write(pad)
+            except OSError:
+                pass
+            return self.abort(False)
         if "stall" in rule and "stall_after_bytes" not in rule:
             self.drain()
             self.log_request_record()     # no response will come

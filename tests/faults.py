@@ -1309,6 +1309,31 @@ def test_two_processes_refresh_once(t):
     t.eq(len(e2e.token_posts(EMU.log())), 1, "refreshes by two processes")
     EMU.ctl("POST", "/expire_tokens")
     t.ok("stat", "/c.txt")
+    EMU.config(strict_rotation=False)
+    # a holder that never lets go (stopped, say): the wait is said after
+    # 2 s, and bounded by --timeout x (--retries + 2); the token untouched
+    import fcntl
+    before = token_snapshot(t)
+    EMU.ctl("POST", "/expire_tokens")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, sys, time\n"
+                               "f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True); time.sleep(60)",
+                               os.path.join(t.cfg, ".default.lock")], stdout=subprocess.PIPE)
+    try:
+        holder.stdout.readline()
+        t0 = time.time()
+        r = t.run("--timeout", "1", "--retries", "1", "stat", "/c.txt", timeout=30)
+        took = time.time() - t0
+    finally:
+        holder.kill()
+        holder.wait()
+    t.eq(r.rc, 1, "exit status while another process holds the token lock")
+    t.eq(r.err.splitlines(), ["odcp: waiting for another odcp (pid %d) renewing the tokens of profile default" % holder.pid,
+                              "odcp: %s: another odcp (pid %d) has held it for 3 s: given up"
+                              % (os.path.join(t.cfg, ".default.lock"), holder.pid)], "what odcp said")
+    t.check(2.5 < took < 10, "gave up on the lock after %.1f s" % took)
+    t.eq(token_snapshot(t), before, "the token file after giving up on the lock")
 
 
 # ============================================================ kill -9 and rerun
@@ -1439,6 +1464,14 @@ def test_one_odcp_per_transfer_and_unusable_state(t):
     for f in gets:
         os.unlink(os.path.join(state, f))
         os.mkfifo(os.path.join(state, f), 0o600)
+    # the partial file can no longer be proved odcp's: left alone
+    part = os.path.join(os.path.dirname(out), ".down.bin.odcp-part")
+    kept = read(part)
+    r = t.status(1, "get", "/s/down.bin", out, timeout=60)
+    t.check("in the way of the partial download, and not odcp's as far as the state file can tell" in r.err,
+            "an unusable state file and the partial file in the way not said: %r" % r.err)
+    t.check(read(part) == kept and not os.path.exists(out), "the partial file was touched, or the target made")
+    os.unlink(part)
     r = t.ok("get", "/s/down.bin", out, timeout=60)
     t.check("not a state file" in r.err, "an unusable state file not said: %r" % r.err)
     t.check(read(out) == big, "bytes after an unusable state file")
@@ -1465,6 +1498,155 @@ def test_one_odcp_per_transfer_and_unusable_state(t):
                             r.err)), 1, "warnings for an unusable state dir: %r" % r.err)
         t.eq(len(r.err.splitlines()), 1, "lines said for an unusable state dir: %r" % r.err)
         uploaded_ok(t, "/s/nostate.bin", data, "put with an unusable state dir")
+
+
+# ============================================================ hostile input
+@test
+def test_hostile_local_files(t):
+    """What a hostile local setting must not make get do: write through a
+    symbolic link another user planted in a sticky directory, or through
+    a dangling one (cp refuses both); append to a file hard-linked to the
+    partial file's name; use or clobber a file of the partial file's name
+    that odcp did not make (one get -r itself downloaded).  Names near
+    the 255-byte limit still download.  A FIFO as the token or config
+    file does not hang odcp."""
+    t.login()
+    data = seed_big(3 * MiB, "/x/big.bin", seed=81)
+    mine = b"my own notes\n"
+    # a symbolic link of another user in a sticky, world-writable folder
+    if os.geteuid() == 0:
+        sticky = t.local("sticky")
+        os.makedirs(sticky)
+        os.chmod(sticky, 0o1777)
+        secret = t.local("secret.txt", mine)
+        link = os.path.join(sticky, "out.bin")
+        os.symlink(secret, link)
+        os.lchown(link, 65534, 65534)
+        r = t.status(1, "get", "/x/big.bin", link)
+        t.check("a symbolic link of another user in a sticky directory" in r.err, "planted link: %r" % r.err)
+        t.eq(read(secret), mine, "the file a planted link names")
+    else:
+        t.note("not root: the planted-link case needs another user's link; not run")
+    dangling = t.local("dangling.bin")
+    os.symlink(t.local("nowhere/x.bin"), dangling)
+    r = t.status(1, "get", "/x/big.bin", dangling)
+    t.check("not writing through a dangling symbolic link" in r.err, "dangling link: %r" % r.err)
+    t.check(not os.path.exists(t.local("nowhere")), "a dangling link was written through")
+    # a hard link to another file under the partial file's name
+    out = t.local("hl/big.bin")
+    get_broken(t, "/x/big.bin", out)
+    part = os.path.join(os.path.dirname(out), ".big.bin.odcp-part")
+    notes = t.local("hl/notes.txt", mine)
+    os.unlink(part)
+    os.link(notes, part)
+    t.ok("get", "/x/big.bin", out, timeout=60)
+    t.eq(read(notes), mine, "a file hard-linked to the partial file's name")
+    t.check(read(out) == data, "bytes after a hard-linked partial file")
+    # a file of the partial file's name that odcp did not make
+    EMU.seed("/c/.a.bin.odcp-part", b"not a partial file")
+    EMU.seed("/c/a.bin", b"a")
+    down = t.local("c-down")
+    r = t.run("get", "-r", "/c", down)
+    got = {f: read(os.path.join(down, f)) for f in os.listdir(down)}
+    if r.rc == 0:       # a.bin came first: its partial file was gone before the other came
+        t.eq(got, {".a.bin.odcp-part": b"not a partial file", "a.bin": b"a"}, "get -r of a name like a partial file's")
+    else:               # the other came first: a.bin fails, saying why, and nothing is lost
+        t.eq((r.rc, got), (6, {".a.bin.odcp-part": b"not a partial file"}), "get -r of a name like a partial file's")
+        t.check("in the way of the partial download, and not odcp's" in r.err, "a file in the way: %r" % r.err)
+    t.ok("get", "/c/.a.bin.odcp-part", down)
+    r = t.status(1, "get", "/c/a.bin", os.path.join(down, "a.bin"))
+    t.check("in the way of the partial download, and not odcp's" in r.err, "a file in the way: %r" % r.err)
+    t.eq(read(os.path.join(down, ".a.bin.odcp-part")), b"not a partial file", "the file in the way")
+    # a name of 250 bytes: its partial file's name is shortened
+    long_name = "n" * 250
+    EMU.seed("/x/" + long_name, data[:MiB])
+    os.makedirs(t.local("long"))
+    t.ok("get", "/x/" + long_name, t.local("long/"))
+    t.check(read(t.local("long/" + long_name)) == data[:MiB], "bytes of a file with a 250-byte name")
+    t.eq(os.listdir(t.local("long")), [long_name], "files after getting a 250-byte name")
+    # FIFOs as the token file and the config file
+    tok = t.token_path()
+    saved = read(tok)
+    os.unlink(tok)
+    os.mkfifo(tok, 0o600)
+    t0 = time.time()
+    r = t.status(1, "ls", "/", timeout=20)
+    t.check(time.time() - t0 < 10 and "not a regular file" in r.err, "a FIFO token file: %r" % r.err)
+    os.unlink(tok)
+    with open(tok, "wb") as f:
+        f.write(saved)
+    os.chmod(tok, 0o600)
+    cfg = os.path.join(t.cfg, "config")
+    text = read(cfg)
+    os.unlink(cfg)
+    os.mkfifo(cfg, 0o600)
+    r = t.status(2, "ls", "/", timeout=20)
+    t.check("not a regular file" in r.err, "a FIFO config file: %r" % r.err)
+    os.unlink(cfg)
+    with open(cfg, "wb") as f:
+        f.write(text)
+
+
+@test
+def test_hostile_service_answers(t):
+    """What a hostile or broken service must not make odcp do: take a
+    file as committed before its last byte; take a malformed quickXorHash
+    as no hash (and so skip the check); read an answer without end; send
+    a fragment again and again for a session that moves on a byte at a
+    time; retry after a Retry-After too large to count; print a user:
+    password from a URL it was sent to."""
+    t.login()
+    EMU.seed_folder("/f")
+    size = 4 * FRAG
+    # 201 with an item to the first of four fragments
+    faults({"listener": "upload", "method": "PUT", "nth": 1, "status": 201,
+            "body": {"id": "X", "name": "early.bin", "size": size, "file": {"hashes": {}}}})
+    data, r, log = put_big(t, size, remote="/f/early.bin", want=1)
+    t.check("took the file as whole at byte %d of %d" % (FRAG, size) in r.err, "an early commit: %r" % r.err)
+    t.check("/f/early.bin" not in EMU.tree(), "an early commit left a file")
+    EMU.ctl("POST", "/faults/clear")
+    # a malformed hash: refused, the old target kept
+    data2 = seed_big(MiB, "/f/bad.bin", seed=82)
+    item = {"id": "Y", "name": "bad.bin", "size": MiB, "eTag": "e", "cTag": "c",
+            "file": {"hashes": {"quickXorHash": "not-a-hash"}}}
+    out = t.local("bad.bin", b"old")
+    faults({"listener": "graph", "method": "GET", "path": "/f/bad.bin", "status": 200, "body": item, "times": 10})
+    r = t.status(1, "get", "/f/bad.bin", out)
+    t.check("improper quickXorHash" in r.err, "a malformed hash: %r" % r.err)
+    t.eq(read(out), b"old", "the target after a malformed hash")
+    EMU.ctl("POST", "/faults/clear")
+    # an answer without end
+    EMU.seed("/e/a.txt", b"a")
+    faults({"listener": "graph", "path": "children", "endless_body": 60})
+    t0 = time.time()
+    r = t.status(1, "--timeout", "5", "ls", "/e", timeout=60)
+    t.check(time.time() - t0 < 30 and "an answer longer than 16 MiB" in r.err, "an endless answer: %.1f s, %r"
+            % (time.time() - t0, r.err))
+    t.eq(len([x for x in EMU.log() if x["listener"] == "graph" and "children" in x["path"]]), 1,
+         "an endless answer asked for again")
+    EMU.ctl("POST", "/faults/clear")
+    # a session that takes each fragment but moves on by one byte
+    faults({"listener": "upload", "method": "PUT", "times": 1000, "next_expected_ranges": ["1-"]})
+    data, r, log = put_big(t, size, remote="/f/crawl.bin", want=1, glob=("--retries", "2"))
+    sent = sum(x["body_len"] for x in ups(log) if x["method"] == "PUT")
+    t.note("a session moving on a byte per fragment, --retries 2: %d bytes sent for a file of %d" % (sent, size))
+    t.check(sent <= 4 * FRAG, "bytes sent to a session that crawls: %d" % sent)
+    EMU.ctl("POST", "/faults/clear")
+    # a Retry-After past 64 bits is too long, not absent
+    faults({"listener": "graph", "path": "children", "status": 503, "headers": {"Retry-After": "99999999999999999999"},
+            "times": 10})
+    EMU.clear_log()
+    r = t.status(1, "ls", "/e")
+    t.eq(len([x for x in EMU.log() if x["listener"] == "graph" and "children" in x["path"]]), 1,
+         "requests after an endless Retry-After")
+    EMU.ctl("POST", "/faults/clear")
+    # user:password in a Location
+    faults({"listener": "graph", "path": "content", "method": "GET", "status": 302,
+            "headers": {"Location": "https://user:hunter2@localhost:1/x?tempauth=s"}, "times": 10})
+    r = t.run("-vv", "get", "/e/a.txt", "-")
+    t.eq(r.rc, 1, "exit status after a Location with a user:password")
+    t.check("hunter2" not in r.err and "tempauth" not in r.err and r.err.endswith("bad host in a URL\n"),
+            "a secret from a Location shown: %r" % r.err)
 
 
 # ============================================================ proxies

@@ -1406,6 +1406,30 @@ test_paths(void)
 	err_begin();
 	CHECK(graph_init(&g, &p, NULL) == -1);
 	CHECK(strstr(err_end(), "there is no /me") != NULL);
+
+	/* what a log line shows of a URL: never a secret path, nor a
+	 * user:password */
+	{
+		static const struct {
+			const char *url, *shown;
+			int	 trusted;
+		} l[] = {
+			{ "https://up.example/x/y?tempauth=s", "https://up.example/<redacted>", 0 },
+			{ "https://up.example?tempauth=s", "https://up.example/<redacted>", 0 },
+			{ "https://u:pw@up.example/x", "https://<redacted>@up.example/<redacted>", 0 },
+			{ "https://u:p@w@up.example:8443/x", "https://<redacted>@up.example:8443/<redacted>", 0 },
+			{ "https://g.example/v1.0/me?a=b", "https://g.example/v1.0/me?a=b", 1 },
+			{ "https://u:pw@g.example/v1.0/me", "https://<redacted>@g.example/v1.0/me", 1 },
+		};
+		char	 out[256];
+		size_t	 i;
+
+		for (i = 0; i < sizeof(l) / sizeof(l[0]); i++) {
+			tc(l[i].url, strlen(l[i].url));
+			log_url(out, sizeof(out), l[i].url, l[i].trusted);
+			CHECK_STR(out, l[i].shown);
+		}
+	}
 }
 
 static void
@@ -1521,6 +1545,9 @@ test_retry_wait(void)
 		{ "Thursday, 31-Dec-99 23:59:59 GMT", "", 0 },
 		{ "Wed, 21 Oct 2015 07:28:30 GMT",
 		    "Sunday, 21-Oct-15 07:28:20 GMT", 10 },
+		/* more seconds than 64 bits hold: too long, as 901 is */
+		{ "9223372036854775808", "", -1 },
+		{ "99999999999999999999999", "", -1 },
 		/* not dates: backoff */
 		{ "Wed, 21 Oct 2015 07:28:30 UTC", "", -2 },
 		{ "Wednesday, 21-Oct-2015 07:28:30 GMT", "", -2 },
