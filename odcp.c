@@ -3318,7 +3318,7 @@ auth_parse(struct conn *c, struct http_resp *r)
 static int
 auth_post(const struct profile *p, const char *endpoint, const char *form)
 {
-	char	 url[URL_MAX];
+	char	 url[URL_MAX], why[sizeof(held)];
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
@@ -3357,8 +3357,14 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 		    strcmp(oa.error, "server_error") != 0)
 			return r.status;
 		if (attempt >= retries || (wait = retry_wait(r.status ? &r :
-		    NULL, attempt)) < 0)
-			return rc == -1 ? release() : r.status;
+		    NULL, attempt)) < 0) {
+			if (rc == 0)
+				return r.status;
+			bfmt(why, sizeof(why), "%s", held);
+			bfmt(held, sizeof(held), "%s request: %s (%d attempt%s)",
+			    endpoint, why, attempt + 1, attempt ? "s" : "");
+			return release();
+		}
 		if (rc == 0)
 			bfmt(held, sizeof(held), "identity platform: HTTP %d %s",
 			    r.status, oa.error);
@@ -4828,13 +4834,20 @@ static int
 graph_unsure(struct graph *g, struct conn *c, struct http_resp *r, int rc,
     int *attempt, const char *what)
 {
+	char	 why[sizeof(held)];
 	int64_t	 wait;
 
 	if (rc == -1 && !g->lost)
 		return -1;
 	wait = retry_wait(rc == 0 ? r : NULL, *attempt);
-	if (*attempt >= retries || wait < 0)
-		return rc == -1 ? release() : graph_error(c, r, what);
+	if (*attempt >= retries || wait < 0) {
+		if (rc == 0)
+			return graph_error(c, r, what);
+		bfmt(why, sizeof(why), "%s", held);
+		bfmt(held, sizeof(held), "%s: %s (%d attempt%s)", what, why,
+		    *attempt + 1, *attempt ? "s" : "");
+		return release();
+	}
 	if (rc == 0) {
 		http_drop(c, r);
 		bfmt(held, sizeof(held), "%s: HTTP %d", what, r->status);

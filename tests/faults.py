@@ -727,6 +727,26 @@ def test_stalled_server_ls(t):
 
 
 @test
+def test_stalled_writes_and_sign_in_name_what(t):
+    """Every attempt of a token refresh, or of starting an upload session,
+    meets a stalled server: one line naming what was being done, the
+    failure and the attempts; the token file as it was."""
+    t.login()
+    EMU.seed_folder("/f")
+    before = token_snapshot(t)
+    EMU.ctl("POST", "/expire_tokens")
+    faults({"listener": "login", "path": "token", "stall": 30, "times": 100})
+    r = t.status(1, "--timeout", "1", "--retries", "1", "ls", "/f", timeout=60)
+    t.eq(r.err, "odcp: token request: localhost: timed out (2 attempts)\n", "a stalled token endpoint")
+    t.eq(token_snapshot(t), before, "the token file after a stalled refresh")
+    EMU.ctl("POST", "/faults/clear")
+    faults({"listener": "graph", "method": "POST", "path": "createUploadSession", "stall": 30, "times": 100})
+    data, r, log = put_big(t, 4 * FRAG, remote="/f/st.bin", want=1, glob=("--timeout", "1", "--retries", "1"))
+    t.eq(r.err, "odcp: /f/st.bin: localhost: timed out (2 attempts)\n", "a stalled createUploadSession")
+    t.eq(len(sessions_created(log)), 2, "sessions asked for")
+
+
+@test
 def test_trickled_head_times_out(t):
     """A server that sends its response head a byte every half second,
     never silent for a whole --timeout 2: the head must come whole within
