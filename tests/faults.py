@@ -181,6 +181,9 @@ def test_put_429_retry_after_on_fragment(t):
     t.check(g is not None and g < 100 * SCALE + 30, "wait after 429 far too long: %r" % g)
     contiguous(t, frags(log), size, "429")
     t.eq(len(sessions_created(log)), 1, "upload sessions created")
+    t.eq([(x["method"], x["status"]) for x in ups(log)][:4], [("PUT", 202), ("PUT", 202), ("PUT", 429), ("GET", 200)],
+         "after the wait, the session is asked before any fragment is sent again")
+    no_auth_on_preauth(t, log, "429 on a fragment")
 
 
 @test
@@ -193,6 +196,8 @@ def test_put_500_then_success(t):
     uploaded_ok(t, "/f/big.bin", data, "500 on a fragment")
     contiguous(t, frags(log), 4 * FRAG + 5, "500 on a fragment")
     t.eq([f[3] for f in frags(log)][:2], [202, 500], "fragment statuses")
+    t.eq([(x["method"], x["status"]) for x in ups(log)][:3], [("PUT", 202), ("PUT", 500), ("GET", 200)],
+         "after a 500 on a fragment, the session is asked")
     for name, small in (("small.txt", b"small file\n" * 100), ("zero.bin", b""), ("four.bin", blob(e2e.SIMPLE_MAX, 3))):
         EMU.ctl("POST", "/faults/clear")
         faults({"listener": "graph", "method": "PUT", "status": 500, "times": 2})
@@ -981,8 +986,16 @@ def test_500_then_success_each_command(t):
     for args in cases:
         EMU.ctl("POST", "/faults/clear")
         faults({"listener": "graph", "nth": 1, "status": 500})
+        EMU.clear_log()
         r = t.run(*args)
         t.eq(r.rc, 0, "odcp %s after one 500 (stderr %r)" % (" ".join(args), r.err))
+        g = [(x["method"], x["path"], x["status"]) for x in EMU.log() if x["listener"] == "graph"]
+        if args[0] == "mkdir":      # not idempotent: read back, then decide
+            t.eq([(m, st) for m, _, st in g[:3]], [("POST", 500), ("GET", 404), ("POST", 201)],
+                 "odcp mkdir after a 500: read back, then made once")
+        else:
+            t.check(len(g) >= 2 and g[0][2] == 500 and g[1][:2] == g[0][:2] and 200 <= g[1][2] < 300,
+                    "odcp %s: the request after a 500 is the same one, answered: %r" % (" ".join(args), g[:2]))
     tree = EMU.tree()
     t.check("/m/a.txt" not in tree and "/m/new" in tree, "rm/mkdir effects: %r" % sorted(tree))
 
