@@ -674,6 +674,10 @@ class TLSServer(QuietServer):
         if self.public:
             hosts |= {self.public, self.public + ":443"}
             snis.add(self.public)
+        # under the real names a client must send SNI (the real hosts need
+        # it to pick their certificate); on loopback it may not
+        if self.public and sni is None:
+            return False
         return host.strip().lower() in hosts and (sni is None or sni.lower() in snis)
 
     def finish_request(self, request, client_address):
