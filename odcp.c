@@ -2717,10 +2717,9 @@ body_read(void *ctx, unsigned char *buf, size_t n)
 		body_broke = 1;
 	else if ((b->got += got) > JSON_BODY_MAX) {
 		net_permanent = 1;	/* a body without end: not asked again */
-		err1("%s: an answer longer than %d MiB", b->c->host,
+		b->r->close = 1;
+		return err1("%s: an answer longer than %d MiB", b->c->host,
 		    JSON_BODY_MAX >> 20);
-		conn_close(b->c);
-		return -1;
 	}
 	return got;
 }
@@ -3015,10 +3014,17 @@ state_save(const char *path, const char *text)
 {
 	char	 tmp[LPATH_MAX + 128];
 	size_t	 n = strlen(text);
+	struct stat st;
 	int	 fd = -1, bad;
 
 	if (path[0] == '\0')
 		return -1;
+	if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) ||
+	    st.st_uid != geteuid())) {
+		warn1("%s: not a state file of this user: left alone, and this "
+		    "transfer will not be resumable", path);
+		return -1;
+	}
 	bfmt(tmp, sizeof(tmp), "%s.XXXXXX", path);
 	if (mkdir_parents(state_dir) == -1 || (fd = mkstemp(tmp)) == -1)
 		bad = 1;			/* mkstemp: mode 0600 */
@@ -3042,7 +3048,7 @@ state_save(const char *path, const char *text)
  * an fcntl lock on STATE.lock, removed when the transfer ends.  Returns
  * its descriptor; -1 without one, when the state directory cannot be
  * used (nor can the state, which is said then); -2 when another odcp
- * holds it.
+ * holds it; -3 (reported) when something else is where it goes.
  */
 static int
 state_lock(const char *state)
@@ -3057,8 +3063,17 @@ state_lock(const char *state)
 	bfmt(path, sizeof(path), "%s.lock", state);
 	for (tries = 0; tries < 3; tries++) {
 		if ((fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK,
-		    0600)) == -1)
-			return -1;
+		    0600)) == -1) {
+			/* a state directory that cannot be written has no
+			 * lock, as it has no state (said when saving); but
+			 * something put where the lock goes stops the put */
+			if (errno == EACCES || errno == EROFS ||
+			    errno == ENOSPC || errno == EDQUOT ||
+			    errno == ENOTDIR || errno == ENOENT)
+				return -1;
+			err1("%s: cannot be the lock of this upload:", path);
+			return -3;
+		}
 		memset(&fl, 0, sizeof(fl));
 		fl.l_type = F_WRLCK;
 		fl.l_whence = SEEK_SET;
@@ -4077,8 +4092,12 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	struct body b = { c, r, 0 };
 	char	 code[FIELD_MAX] = "", inner[FIELD_MAX] = "", msg[MSG_MAX] = "";
 	int	 depth = 0, st = EXIT_FAIL, in_err = 0, in_inner = 0;
+	int	 was = hush;
 	enum json_ev ev;
 
+	/* the error body is only detail: if it breaks, the status line
+	 * below is still the one report */
+	hush = 1;
 	json_init(&j, body_read, &b);
 	/* {"error":{"code":..,"message":..,"innerError":{"code":..}}} */
 	while ((ev = json_next(&j)) != JSON_END && ev != JSON_ERR) {
@@ -4109,6 +4128,8 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 			json_skip(&j);
 	}
 	http_drop(c, r);
+	hush = was;
+	held[0] = '\0';
 	msg[strcspn(msg, "\r\n")] = '\0';
 	tidy(msg);
 	tidy(code);
@@ -4124,8 +4145,8 @@ graph_error(struct conn *c, struct http_resp *r, const char *what)
 	tidy(r->retry_after);
 	if (strcmp(inner, code) == 0)		/* "a/a" says it once */
 		inner[0] = '\0';
-	return fail(st, "%s: HTTP %d %s%s%s%s%s%s%s%s%s", what, r->status,
-	    code[0] ? code : "", inner[0] ? "/" : "", inner,
+	return fail(st, "%s: HTTP %d%s%s%s%s%s%s%s%s%s%s", what, r->status,
+	    code[0] ? " " : "", code, inner[0] ? "/" : "", inner,
 	    msg[0] ? ": " : "", msg, r->retry_after[0] ? " (Retry-After: " :
 	    "", r->retry_after, r->retry_after[0] ? ")" : "",
 	    r->status == 401 ? "; the token was refused after a refresh: "
@@ -5390,7 +5411,7 @@ session_resume(struct graph *g, struct upload *u, int64_t *next,
 		return 1;
 	}
 	state_get(text, "path", v, sizeof(v));
-	if (strcmp(v, u->path) != 0) {		/* another file's */
+	if (strcasecmp(v, u->path) != 0) {	/* another file's */
 		wipe(text, sizeof(text));
 		return 1;
 	}
@@ -5639,15 +5660,20 @@ upload_fragments(struct graph *g, struct upload *u, int64_t off,
 static int
 upload_session(struct graph *g, struct upload *u)
 {
-	char	 key[URL_MAX + PATH_MAX_], lock[sizeof(u->state)];
+	char	 key[URL_MAX + PATH_MAX_], lock[sizeof(u->state)], *k;
 	int64_t	 next = 0, end = -1;
 	int	 rc, lk;
 
+	/* OneDrive names are case-insensitive: /F/A.BIN is /f/a.bin */
 	bfmt(key, sizeof(key), "%s\n%s", g->base, u->path);
+	for (k = key; *k; k++)
+		*k = (char)tolower((unsigned char)*k);
 	state_path(g->p, u->state, sizeof(u->state), "put", key);
 	bfmt(lock, sizeof(lock), "%s", u->state);
 	if ((lk = state_lock(lock)) == -2)
 		return err1("%s: another odcp is uploading to it", u->path);
+	if (lk == -3)
+		return -1;
 	if ((rc = session_resume(g, u, &next, &end)) == 1) {
 		if ((rc = session_create(g, u)) == 0) {
 			next = 0;
@@ -6091,12 +6117,15 @@ cmd_stat(int argc, char **argv)
  * folder with its own name after; else the name as given.
  */
 static int
-local_canon(const char *target, char *dst, size_t dsz)
+local_canon(const char *target, int follow, char *dst, size_t dsz)
 {
 	char	 dir[LPATH_MAX], real[LPATH_MAX];	/* realpath: PATH_MAX */
 	const char *slash = strrchr(target, '/');
 
-	if (realpath(target, real) != NULL)
+	/* the last name is followed only if it was a link when checked
+	 * (follow, from link_check): one planted since is replaced by the
+	 * rename, not followed */
+	if (follow && realpath(target, real) != NULL)
 		return snprintf(dst, dsz, "%s", real) < (int)dsz ? 0 : -1;
 	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
 	    1 : (int)(slash - target), slash == NULL ? "." : target);
@@ -6114,27 +6143,40 @@ local_canon(const char *target, char *dst, size_t dsz)
  * it names open for writing to us.
  */
 static int
-link_check(const char *target)
+link_planted(const char *target, const struct stat *l)
 {
 	char	 dir[LPATH_MAX];
 	const char *slash = strrchr(target, '/');
-	struct stat l, d;
+	struct stat d;
+
+	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
+	    1 : (int)(slash - target), slash == NULL ? "." : target);
+	if (stat(dir, &d) == 0 && (d.st_mode & S_ISVTX) &&
+	    (d.st_mode & S_IWOTH) && l->st_uid != geteuid() &&
+	    l->st_uid != d.st_uid)
+		return err1("%s: a symbolic link of another user in a sticky "
+		    "directory: not written through", target);
+	return 0;
+}
+
+/* link_check(): 1 if target is a link that may be written through, 0 if
+ * it is no link, -1 (reported) if it is one that may not. */
+
+static int
+link_check(const char *target)
+{
+	struct stat l;
 	int	 fd;
 
 	if (lstat(target, &l) == -1 || !S_ISLNK(l.st_mode))
 		return 0;
-	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
-	    1 : (int)(slash - target), slash == NULL ? "." : target);
-	if (stat(dir, &d) == 0 && (d.st_mode & S_ISVTX) &&
-	    (d.st_mode & S_IWOTH) && l.st_uid != geteuid() &&
-	    l.st_uid != d.st_uid)
-		return err1("%s: a symbolic link of another user in a sticky "
-		    "directory: not written through", target);
+	if (link_planted(target, &l) == -1)
+		return -1;
 	if ((fd = open(target, O_WRONLY | O_NONBLOCK | O_NOCTTY)) == -1)
 		return err1(errno == ENOENT ? "%s: not writing through a "
 		    "dangling symbolic link" : "%s:", target);
 	close(fd);
-	return 0;
+	return 1;
 }
 
 /*
@@ -6150,11 +6192,14 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 {
 	struct stat st;
 	const char *slash, *base;
-	int	 fd, n;
+	int	 fd, n, follow, cut;
 
 	part[0] = '\0';
 	if (strcmp(target, "-") == 0)
 		return STDOUT_FILENO;
+	if (lstat(target, &st) == 0 && S_ISLNK(st.st_mode) &&
+	    link_planted(target, &st) == -1)
+		return -1;
 	if (stat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
 		if (S_ISDIR(st.st_mode))
 			return err1("%s: is a directory", target);
@@ -6165,9 +6210,9 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 	/* through a symbolic link to the file it names, as cp does, and
 	 * only where cp could write through it; a canonical name, so that
 	 * the state file finds it again */
-	if (link_check(target) == -1)
+	if ((follow = link_check(target)) == -1)
 		return -1;
-	if (local_canon(target, dst, dsz) == -1)
+	if (local_canon(target, follow, dst, dsz) == -1)
 		return err1("%s: local path too long", target);
 	slash = strrchr(dst, '/');
 	base = slash ? slash + 1 : dst;
@@ -6175,9 +6220,13 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 	if (strlen(base) + sizeof(".odcp-part") + 1 <= PART_NAME_MAX)
 		n = snprintf(part, psz, "%.*s.%s.odcp-part", (int)(base - dst),
 		    dst, base);
-	else
-		n = snprintf(part, psz, "%.*s.%.200s~%016" PRIx64 ".odcp-part",
-		    (int)(base - dst), dst, base, fnv1a(base));
+	else {
+		/* 200 bytes or a little less: never half a UTF-8 character */
+		for (cut = 200; cut > 0 && (base[cut] & 0xC0) == 0x80; cut--)
+			;
+		n = snprintf(part, psz, "%.*s.%.*s~%016" PRIx64 ".odcp-part",
+		    (int)(base - dst), dst, cut, base, fnv1a(base));
+	}
 	if (n < 0 || n >= (int)psz) {
 		part[0] = '\0';
 		return err1("%s: local path too long", target);
@@ -6241,25 +6290,36 @@ part_open(const char *part, struct stat *st, int *made)
  * downloaded by get -r, is left alone), and have no other hard link (a
  * snapshot's link would be written through): else it starts afresh.
  */
+static char owner[48];		/* this run, in the state files it writes */
+
 static int
 get_part(const char *remote, const struct item *it, const char *part,
     char *state, struct qxh *h, int64_t *have)
 {
 	static char text[STATE_MAX], buf[IO_BUF];
-	char	 v[PATH_MAX_ + 64], want[FIELD_MAX + 32];
+	char	 v[PATH_MAX_ + 64], want[FIELD_MAX + 32], claim[STATE_MAX];
 	struct stat st;
 	ssize_t	 n;
-	int	 fd, rc, made, was, resume = 0;
+	int	 fd, rc, made, was, exists, resume = 0;
 
 	*have = 0;
 	qxh_init(h);
-	if ((fd = part_open(part, &st, &made)) == -1)
-		return -1;
+	if (owner[0] == '\0')
+		bfmt(owner, sizeof(owner), "%ld.%lld.%d", (long)getpid(),
+		    (long long)time(NULL), rand());
 	bfmt(want, sizeof(want), "%" PRId64 " %s", it->size,
 	    it->ctag[0] ? it->ctag : it->etag);
+	bfmt(claim, sizeof(claim), "# odcp partial download\nremote=%s\n"
+	    "version=%s\npart=%s\nowner=%s\n", remote, want, part, owner);
+	/* the claim is written before the file is made, so that no crash
+	 * and no second odcp ever finds the file made but unclaimed */
+	if (!(exists = lstat(part, &st) == 0) && state_save(state, claim) == -1)
+		state[0] = '\0';
+	if ((fd = part_open(part, &st, &made)) == -1)
+		return -1;
 	was = silent;		/* one line: the error below says it all */
-	silent = !made;
-	rc = state_load(state, text, sizeof(text));
+	silent = exists;
+	rc = state_load(state, text, sizeof(text));	/* under the lock */
 	silent = was;
 	if (rc == -1)
 		state[0] = '\0';
@@ -6306,24 +6366,36 @@ get_part(const char *remote, const struct item *it, const char *part,
 			fprintf(stderr, "odcp: %s: resuming the interrupted "
 			    "download at byte %" PRId64 " of %" PRId64 "\n",
 			    remote, *have, it->size);
-	} else {
-		resume = 0;
-		if (ftruncate(fd, 0) == -1) {
-			close(fd);
-			return err1("%s:", part);
-		}
+	} else if (ftruncate(fd, 0) == -1) {
+		close(fd);
+		return err1("%s:", part);
 	}
 	if (lseek(fd, (off_t)*have, SEEK_SET) == -1) {
 		close(fd);
 		return err1("%s:", part);
 	}
-	if (!resume) {		/* a state file lost costs only the resume */
-		bfmt(text, sizeof(text), "# odcp partial download\nremote=%s\n"
-		    "version=%s\npart=%s\n", remote, want, part);
-		if (state_save(state, text) == -1)
-			state[0] = '\0';
-	}
+	/* this run's claim, so that its end removes only its own state (a
+	 * lost state file costs only the resume) */
+	if (state[0] && state_save(state, claim) == -1)
+		state[0] = '\0';
 	return fd;
+}
+
+/* Remove the state file if it is still this run's claim. */
+static void
+get_unclaim(const char *state)
+{
+	static char text[STATE_MAX];
+	char	 v[sizeof(owner)];
+	int	 was = silent;
+
+	silent = 1;
+	if (state[0] && state_load(state, text, sizeof(text)) == 0) {
+		state_get(text, "owner", v, sizeof(v));
+		if (strcmp(v, owner) == 0)
+			unlink(state);
+	}
+	silent = was;
 }
 
 /*
@@ -6392,18 +6464,18 @@ get_file(const char *remote, const struct item *it, const char *target)
 		err1("%s:", dst);
 		goto out;
 	}
-	if (state[0])
-		unlink(state);
+	get_unclaim(state);
 	rc = 0;
 	debug(1, "%s -> %s (%" PRId64 " bytes)", remote, target, have);
 out:
+	/* removed while still locked, so never from under another odcp */
+	if (rc == -1 && part[0] && fd >= 0 && (have == 0 || bad ||
+	    !state[0])) {
+		unlink(part);
+		get_unclaim(state);
+	}
 	if (fd >= 0 && fd != STDOUT_FILENO && close(fd) == -1 && rc == 0)
 		rc = err1("%s:", target);
-	if (rc == -1 && part[0] && (have == 0 || bad || !state[0])) {
-		unlink(part);
-		if (state[0])
-			unlink(state);
-	}
 	return rc;
 }
 
@@ -6445,6 +6517,7 @@ get_tree(const char *remote, const char *local)
 	static char rec[QUEUE_REC_MAX], lpath[LPATH_MAX];
 	static struct item it;
 	struct tree tr;
+	struct stat st;
 	struct job jb = { 0, 0 };
 	char	*p, kind, *size = NULL, *mtime = NULL, *hash = NULL, *tag = NULL;
 	FILE	*q;
@@ -6480,6 +6553,20 @@ get_tree(const char *remote, const char *local)
 		if (kind == 'D') {
 			if (mkdir(lpath, 0777) == -1 && errno != EEXIST) {
 				job_end(&jb, err1("%s:", lpath));
+				continue;
+			}
+			/* as cp -r: a link where a folder goes is not gone
+			 * into, but the target named may be one (not planted) */
+			if (lstat(lpath, &st) == -1)
+				rc = err1("%s:", lpath);
+			else if (S_ISLNK(st.st_mode) && strcmp(p, remote) != 0)
+				rc = err1("%s: a symbolic link where a folder "
+				    "goes: not gone into", lpath);
+			else if (S_ISLNK(st.st_mode))
+				rc = link_planted(lpath, &st);
+			if (rc == -1) {
+				job_end(&jb, -1);
+				rc = 0;
 				continue;
 			}
 			tr.q = q;
@@ -6542,6 +6629,10 @@ cmd_get(int argc, char **argv)
 			return fail(EXIT_USAGE, "cannot write a folder to stdout");
 		return get_file(path, &it, "-");
 	}
+	/* a directory named through a link is gone into, unless planted */
+	if (local != NULL && lstat(local, &st) == 0 && S_ISLNK(st.st_mode) &&
+	    link_planted(local, &st) == -1)
+		return -1;
 	if (local == NULL)
 		n = snprintf(target, sizeof(target), "%s", it.root ? "root" :
 		    base_name(path));

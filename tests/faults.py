@@ -550,6 +550,11 @@ def test_interrupted_put_says_rerun(t):
     size = 6 * FRAG
     data = blob(size, 71)
     src = t.local("int.bin", data)
+    # a shell's background job ignores SIGINT, and so would odcp started
+    # from it (what a parent ignores stays ignored): handled here, exec
+    # gives the child the default
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGINT, signal.SIGTERM):
         remote = "/f/int-%d.bin" % sig
         faults({"listener": "upload", "method": "PUT", "delay": 0.3, "times": 1000})
@@ -1473,7 +1478,36 @@ def test_one_odcp_per_transfer_and_unusable_state(t):
     t.eq(len(sessions_created(log)), 1, "sessions created by the two overlapping puts")
     t.eq(len(frags(log)), 6, "fragments sent by the two overlapping puts (%d when the second began)" % n0)
     uploaded_ok(t, "/s/lock.bin", data, "first of two overlapping puts")
+    # OneDrive names are case-insensitive: /S/LOCK2.BIN is /s/lock2.bin
+    EMU.clear_log()
+    b = t.bg("put", *PUT_FRAG, src, "/s/lock2.bin")
+    deadline = time.time() + 20
+    while time.time() < deadline and not any(x["listener"] == "upload" for x in EMU.ctl("GET", "/log")):
+        time.sleep(0.02)
+    r = t.status(1, "put", *PUT_FRAG, src, "/S/LOCK2.BIN", timeout=60)
+    t.check("another odcp is uploading" in r.err, "a put to the same item spelt otherwise: %r" % r.err)
+    t.eq(b.finish(120), 0, "exit status of the first put (stderr %r)" % b.err_lines)
+    t.eq(len(sessions_created(EMU.log())), 1, "sessions created by two puts to one item spelt two ways")
     EMU.ctl("POST", "/faults/clear")
+    # something where the lock goes: the put stops rather than run unlocked
+    state = os.path.join(t.cfg, "state")
+    for f in os.listdir(state):
+        if f.endswith(".lock"):
+            os.unlink(os.path.join(state, f))
+    EMU.clear_log()
+    faults({"listener": "upload", "method": "PUT", "nth": 2, "status": 503, "times": 100})
+    t.status(1, "--retries", "0", "put", *PUT_FRAG, src, "/s/lock4.bin", timeout=60)
+    EMU.ctl("POST", "/faults/clear")
+    puts = [f for f in os.listdir(state) if "-put-" in f and not f.endswith(".lock")]
+    t.eq(len(puts), 1, "put state files after a broken put")
+    for f in puts:
+        os.mkdir(os.path.join(state, f + ".lock"))
+    r = t.status(1, "put", *PUT_FRAG, src, "/s/lock4.bin", timeout=60)
+    t.check("cannot be the lock of this upload" in r.err, "a directory where the lock goes: %r" % r.err)
+    for f in puts:
+        os.rmdir(os.path.join(state, f + ".lock"))
+    t.ok("put", *PUT_FRAG, src, "/s/lock4.bin", timeout=60)
+    uploaded_ok(t, "/s/lock4.bin", data, "after the lock's place was freed")
     # the same for get: the second stops, touching neither file
     big = seed_big(5 * MiB, "/s/down.bin", seed=42)
     out = t.local("dl/down.bin")
@@ -1490,6 +1524,20 @@ def test_one_odcp_per_transfer_and_unusable_state(t):
     t.check(read(out) == big, "bytes of the first of two overlapping gets")
     t.eq(sorted(os.listdir(os.path.dirname(out))), ["down.bin"], "files after two overlapping gets")
     EMU.ctl("POST", "/faults/clear")
+    # gets started together, over and over: whoever loses says so, and
+    # never leaves a partial file that a later get refuses
+    races = 0
+    for n in range(8):
+        os.unlink(out)
+        faults({"listener": "download", "delay": 0.05 * (n % 3), "times": 2})
+        bs = [t.bg("get", "/s/down.bin", out) for _ in range(3)]
+        rcs = [b.finish(60) for b in bs]
+        EMU.ctl("POST", "/faults/clear")
+        races += rcs.count(1)
+        r = t.run("get", "/s/down.bin", out)
+        t.eq((r.rc, read(out) == big), (0, True), "a get after three together (%r, %r)" % (rcs, r.err))
+        t.eq(sorted(os.listdir(os.path.dirname(out))), ["down.bin"], "files after three gets together")
+    t.note("three gets started together, 8 times: %d lost the race and said so" % races)
     # a rerun under another spelling of the target resumes
     os.unlink(out)
     get_broken(t, "/s/down.bin", out)
@@ -1570,6 +1618,23 @@ def test_hostile_local_files(t):
         r = t.status(1, "get", "/x/big.bin", link)
         t.check("a symbolic link of another user in a sticky directory" in r.err, "planted link: %r" % r.err)
         t.eq(read(secret), mine, "the file a planted link names")
+        # a link to a folder where get -r makes one: cp -r does not go in
+        EMU.seed("/conf/victim.conf", b"from the service")
+        victim = t.local("victim")
+        os.makedirs(victim)
+        t.local("victim/victim.conf", mine)
+        os.symlink(victim, os.path.join(sticky, "conf"))
+        os.lchown(os.path.join(sticky, "conf"), 65534, 65534)
+        r = t.status(1, "get", "-r", "/conf", os.path.join(sticky, "conf"))
+        t.check("a symbolic link of another user in a sticky directory" in r.err, "planted folder link: %r" % r.err)
+        os.unlink(os.path.join(sticky, "conf"))
+        os.makedirs(os.path.join(sticky, "top"))
+        EMU.seed("/top/conf/victim.conf", b"from the service")
+        os.symlink(victim, os.path.join(sticky, "top", "conf"))
+        r = t.run("get", "-r", "/top", sticky)
+        t.check(r.rc in (1, 6) and "a symbolic link where a folder goes: not gone into" in r.err,
+                "a link inside the tree: %r" % r.err)
+        t.eq(read(os.path.join(victim, "victim.conf")), mine, "the file behind a folder link")
     else:
         t.note("not root: the planted-link case needs another user's link; not run")
     dangling = t.local("dangling.bin")
@@ -1609,6 +1674,23 @@ def test_hostile_local_files(t):
     t.ok("get", "/x/" + long_name, t.local("long/"))
     t.check(read(t.local("long/" + long_name)) == data[:MiB], "bytes of a file with a 250-byte name")
     t.eq(os.listdir(t.local("long")), [long_name], "files after getting a 250-byte name")
+    # long multibyte names, two sharing their first 200 bytes, both broken
+    # off and resumed: partial names of whole characters that differ
+    names = ["\u65e5" * 83 + "a", "\u65e5" * 83 + "b"]
+    for i, nm in enumerate(names):
+        EMU.seed("/u8/" + nm, data[:2 * MiB + 1000 * i + 1])
+    os.makedirs(t.local("u8"))
+    for i, nm in enumerate(names):
+        get_broken(t, "/u8/" + nm, t.local("u8/" + nm))
+    parts = sorted(os.listdir(t.local("u8")))
+    t.eq(len(parts), 2, "partial files of two long names: %r" % parts)
+    for f in parts:
+        f.encode("utf-8")           # a half character would not decode from the file system
+        t.check(len(f.encode()) <= 255 and f.endswith(".odcp-part"), "partial name %r" % f)
+    for i, nm in enumerate(names):
+        r = t.ok("get", "/u8/" + nm, t.local("u8/" + nm))
+        t.check("resuming the interrupted download" in r.err, "no resume for a long name: %r" % r.err)
+        t.check(read(t.local("u8/" + nm)) == data[:2 * MiB + 1000 * i + 1], "bytes of a long multibyte name")
     # FIFOs as the token file and the config file
     tok = t.token_path()
     saved = read(tok)
