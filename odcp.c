@@ -2204,8 +2204,8 @@ json_fail(struct json *j, const char *what)
 {
 	if (!j->err) {
 		j->err = 1;
-		snprintf(j->msg, sizeof(j->msg), "%s at byte %" PRId64, what,
-		    j->pos);
+		snprintf(j->msg, sizeof(j->msg), "%s at byte %" PRId64 " of "
+		    "the answer", what, j->pos);
 	}
 	return JSON_ERR;
 }
@@ -5068,7 +5068,7 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
 	static struct json j;
 	struct body b = { c, r, 0 };
 	enum json_ev ev = JSON_ERR;
-	char	 when[FIELD_MAX], *dash;
+	char	 when[FIELD_MAX], what[160], *dash;
 	int	 bad = 0, n = 0, i, grew;
 	int64_t	 a, z, ra[RANGES_MAX], rz[RANGES_MAX];
 
@@ -5136,7 +5136,8 @@ parse_session(struct conn *c, struct http_resp *r, struct upload *u,
 			}
 	if (n == 0 || *end == u->size - 1)
 		*end = -1;		/* none, or to the end of the file */
-	return body_end(&b, &j, bad, "upload session reply");
+	bfmt(what, sizeof(what), "upload session reply for %.100s", u->path);
+	return body_end(&b, &j, bad, what);
 }
 
 /*
@@ -6641,7 +6642,8 @@ cmd_get(int argc, char **argv)
 		    local[strlen(local) - 1] == '/' ? "" : "/",
 		    it.root ? "root" : base_name(path));
 	else if (local[strlen(local) - 1] == '/' && it.type != ITEM_FOLDER)
-		return err1("%s: no such directory", local);
+		return err1(errno == ENOENT ? "%s: no such directory" : "%s:",
+		    local);
 	else
 		n = snprintf(target, sizeof(target), "%s", local);
 	if (n < 0 || n >= (int)sizeof(target))

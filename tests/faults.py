@@ -434,7 +434,8 @@ def test_put_next_expected_ranges_shapes(t):
     EMU.clear_log()
     r = t.status(1, "put", *PUT_FRAG, t.local("big-7.bin"), "/f/bad.bin", timeout=60)
     t.eq(len([x for x in ups(EMU.log()) if x["method"] == "GET"]), 1, "status requests before the protocol error")
-    t.check(re.search(r"range|protocol|session", r.err, re.I) is not None, "no protocol error named: %r" % r.err)
+    t.check(re.fullmatch(r"odcp: \S+: improper upload session reply for /f/bad\.bin: range beyond the end of the file "
+                         r"at byte \d+ of the answer\n", r.err) is not None, "no protocol error named: %r" % r.err)
     t.check("/f/bad.bin" not in EMU.tree(), "a file was committed after a nonsense range")
     t.check("tempauth" not in r.err and "/up/" not in r.err, "upload URL in the error: %r" % r.err)
 

@@ -662,7 +662,7 @@ test_json_events(void)
 	CHECK(strstr(msg, "control character") != NULL);
 	strcpy(tcase, "message of a lone surrogate");
 	json_events("[\"\\udc00\"]", 10, 1, ev, sizeof(ev), msg, sizeof(msg));
-	CHECK_STR(msg, "lone low surrogate at byte 8");
+	CHECK_STR(msg, "lone low surrogate at byte 8 of the answer");
 }
 
 /* pre, then n bytes c, then post, in a new buffer. */
