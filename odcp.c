@@ -327,6 +327,20 @@ release(void)
 	return -1;
 }
 
+/* release(), as "what: <what was held> (N attempts)". */
+static int
+release_after(const char *what, int attempts)
+{
+	char	 why[sizeof(held)];
+
+	if (held[0] == '\0')
+		return -1;
+	bfmt(why, sizeof(why), "%s", held);
+	bfmt(held, sizeof(held), "%s: %s (%d attempt%s)", what, why, attempts,
+	    attempts > 1 ? "s" : "");
+	return release();
+}
+
 static int
 fail(int status, const char *fmt, ...)
 {
@@ -951,6 +965,16 @@ base_name(const char *path)
 	const char *s = strrchr(path, '/');
 
 	return s ? s + 1 : path;
+}
+
+/* The folder a local path is in: "." for a bare name, "/" for "/x". */
+static void
+dir_name(const char *path, char *out, size_t sz)
+{
+	const char *s = strrchr(path, '/');
+
+	bfmt(out, sz, "%.*s", s == NULL || s == path ? 1 : (int)(s - path),
+	    s == NULL ? "." : path);
 }
 
 /* == 5. Network =========================================================== */
@@ -2947,6 +2971,15 @@ state_path(const struct profile *p, char *out, size_t sz, const char *kind,
 	    fnv1a(key));
 }
 
+/* Something not ours where a state file goes: said, left alone, -1. */
+static int
+state_alien(const char *path)
+{
+	warn1("%s: not a state file of this user: left alone, and this "
+	    "transfer will not be resumable", path);
+	return -1;
+}
+
 /*
  * Read a state file into buf: 0, 1 if there is none, -1 if it cannot be
  * used (a link, a FIFO, another user's): said, but no failure, since it
@@ -2975,9 +3008,7 @@ state_load(const char *path, char *buf, size_t sz)
 		if (fd != -1)
 			close(fd);
 		buf[0] = '\0';
-		warn1("%s: not a state file of this user: left alone, and this "
-		    "transfer will not be resumable", path);
-		return -1;
+		return state_alien(path);
 	}
 	close(fd);
 	buf[n] = '\0';
@@ -3020,11 +3051,8 @@ state_save(const char *path, const char *text)
 	if (path[0] == '\0')
 		return -1;
 	if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) ||
-	    st.st_uid != geteuid())) {
-		warn1("%s: not a state file of this user: left alone, and this "
-		    "transfer will not be resumable", path);
-		return -1;
-	}
+	    st.st_uid != geteuid()))
+		return state_alien(path);
 	bfmt(tmp, sizeof(tmp), "%s.XXXXXX", path);
 	if (mkdir_parents(state_dir) == -1 || (fd = mkstemp(tmp)) == -1)
 		bad = 1;			/* mkstemp: mode 0600 */
@@ -3044,6 +3072,32 @@ state_save(const char *path, const char *text)
 }
 
 /*
+ * Lock fd, opened as path, for writing, without waiting.  0: locked, and
+ * still the file of that name; 1: the name now holds another file (the
+ * last holder removed or renamed it between our open and our lock: open
+ * it again); -1: another process holds the lock.  fd is closed unless 0.
+ */
+static int
+lock_named(int fd, const char *path)
+{
+	struct flock fl;
+	struct stat a, b;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(fd, F_SETLK, &fl) == -1) {
+		close(fd);
+		return -1;
+	}
+	if (fstat(fd, &a) == 0 && lstat(path, &b) == 0 &&
+	    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		return 0;
+	close(fd);
+	return 1;
+}
+
+/*
  * One odcp at a time works on a transfer (two cron jobs that overlap):
  * an fcntl lock on STATE.lock, removed when the transfer ends.  Returns
  * its descriptor; -1 without one, when the state directory cannot be
@@ -3054,9 +3108,7 @@ static int
 state_lock(const char *state)
 {
 	char	 path[LPATH_MAX + 160];
-	struct flock fl;
-	struct stat a, b;
-	int	 fd, tries;
+	int	 fd, tries, rc;
 
 	if (state[0] == '\0' || mkdir_parents(state_dir) == -1)
 		return -1;
@@ -3074,19 +3126,10 @@ state_lock(const char *state)
 			err1("%s: cannot be the lock of this upload:", path);
 			return -3;
 		}
-		memset(&fl, 0, sizeof(fl));
-		fl.l_type = F_WRLCK;
-		fl.l_whence = SEEK_SET;
-		if (fcntl(fd, F_SETLK, &fl) == -1) {
-			close(fd);
-			return -2;
-		}
-		/* still the file of that name, not one its last holder
-		 * removed between our open and our lock? */
-		if (fstat(fd, &a) == 0 && lstat(path, &b) == 0 &&
-		    a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		if ((rc = lock_named(fd, path)) == 0)
 			return fd;
-		close(fd);
+		if (rc == -1)
+			return -2;
 	}
 	return -1;
 }
@@ -3188,7 +3231,6 @@ token_load(const struct profile *p, struct token *t)
 {
 	char	 path[LPATH_MAX + PROFILE_MAX + 16];
 	static char line[TOKEN_MAX + 32];
-	struct stat st;
 	FILE	*f;
 	char	*v;
 	size_t	 n;
@@ -3199,10 +3241,6 @@ token_load(const struct profile *p, struct token *t)
 	if ((f = fopen_regular(path)) == NULL)
 		return errno == ENOENT ? 0 : err1(errno == EINVAL ? "%s: not a "
 		    "regular file" : "%s:", path);
-	if (fstat(fileno(f), &st) == -1 || !S_ISREG(st.st_mode)) {
-		fclose(f);
-		return err1("%s: not a regular file", path);
-	}
 	while (fgets(line, sizeof(line), f) != NULL) {
 		n = strcspn(line, "\r\n");
 		line[n] = '\0';
@@ -3333,7 +3371,7 @@ auth_parse(struct conn *c, struct http_resp *r)
 static int
 auth_post(const struct profile *p, const char *endpoint, const char *form)
 {
-	char	 url[URL_MAX], why[sizeof(held)];
+	char	 url[URL_MAX], what[64];
 	struct http_req q;
 	struct http_resp r;
 	struct conn *c;
@@ -3375,10 +3413,8 @@ auth_post(const struct profile *p, const char *endpoint, const char *form)
 		    NULL, attempt)) < 0) {
 			if (rc == 0)
 				return r.status;
-			bfmt(why, sizeof(why), "%s", held);
-			bfmt(held, sizeof(held), "%s request: %s (%d attempt%s)",
-			    endpoint, why, attempt + 1, attempt ? "s" : "");
-			return release();
+			bfmt(what, sizeof(what), "%s request", endpoint);
+			return release_after(what, attempt + 1);
 		}
 		if (rc == 0)
 			bfmt(held, sizeof(held), "identity platform: HTTP %d %s",
@@ -4611,14 +4647,20 @@ download_open(struct graph *g, const char *path, const char *url, char *loc,
 	}
 }
 
+/* What a failure's report adds when a rerun can resume (trunc 2). */
+static const char *
+download_kept(int trunc, int64_t have)
+{
+	return trunc == 2 && have > 0 ? "; the partial file is kept: run the "
+	    "same get again to resume" : "";
+}
+
 /*
  * Copy a 200 or 206 body into fd from byte *have on, hashing it.  A 200
  * where a range was asked starts fd again if it can be truncated (trunc)
  * and fails otherwise.  0: the body ended (*have may still be short), 1:
  * it broke off (held has why), -1: failure (reported).
  */
-static const char download_kept[] = "; the partial file is kept: run the "
-    "same get again to resume";
 
 static int
 download_body(struct conn *c, struct http_resp *r, const char *path,
@@ -4675,7 +4717,7 @@ download_body(struct conn *c, struct http_resp *r, const char *path,
 	if (bad != NULL) {
 		conn_close(c);
 		errno = e;
-		report_tail = trunc == 2 && *have > 0 ? download_kept : "";
+		report_tail = download_kept(trunc, *have);
 		err1("%s: %s", path, bad);
 		report_tail = "";
 		return -1;
@@ -4717,7 +4759,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 	graph_url(g, url, sizeof(url), path, "content");
 	while (*have < size || size == 0) {
 		ra = NULL;
-		report_tail = trunc == 2 && *have > 0 ? download_kept : "";
+		report_tail = download_kept(trunc, *have);
 		rc = download_open(g, path, url, loc, *have, &r, &c, &flags);
 		report_tail = "";
 		if (rc == -1 && !g->lost)
@@ -4761,7 +4803,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 			if (*have > high)
 				high = *have;
 		} else if (r.status < 500 && r.status != 429) {
-			report_tail = trunc == 2 && *have > 0 ? download_kept : "";
+			report_tail = download_kept(trunc, *have);
 			rc = graph_error(c, &r, path);
 			report_tail = "";
 			break;
@@ -4773,7 +4815,7 @@ graph_download(struct graph *g, const char *path, int64_t size, int fd,
 		}
 		rc = -1;
 		if ((wait = retry_wait(ra, fails)) < 0 || fails++ >= retries) {
-			report_tail = trunc == 2 && *have > 0 ? download_kept : "";
+			report_tail = download_kept(trunc, *have);
 			err1("%s", held);
 			report_tail = "";
 			break;
@@ -4855,20 +4897,14 @@ static int
 graph_unsure(struct graph *g, struct conn *c, struct http_resp *r, int rc,
     int *attempt, const char *what)
 {
-	char	 why[sizeof(held)];
 	int64_t	 wait;
 
 	if (rc == -1 && !g->lost)
 		return -1;
 	wait = retry_wait(rc == 0 ? r : NULL, *attempt);
-	if (*attempt >= retries || wait < 0) {
-		if (rc == 0)
-			return graph_error(c, r, what);
-		bfmt(why, sizeof(why), "%s", held);
-		bfmt(held, sizeof(held), "%s: %s (%d attempt%s)", what, why,
-		    *attempt + 1, *attempt ? "s" : "");
-		return release();
-	}
+	if (*attempt >= retries || wait < 0)
+		return rc == 0 ? graph_error(c, r, what) :
+		    release_after(what, *attempt + 1);
 	if (rc == 0) {
 		http_drop(c, r);
 		bfmt(held, sizeof(held), "%s: HTTP %d", what, r->status);
@@ -5530,16 +5566,15 @@ static int
 fragment_failed(struct graph *g, struct upload *u, struct conn *c,
     struct http_resp *r, int *fails, int64_t *off, int64_t *end)
 {
-	const char *why;
+	char	 why[sizeof(held)];
 	int64_t	 wait;
-	size_t	 n;
 	int	 rc;
 
 	if (r != NULL) {
 		tidy(r->retry_after);
-		bfmt(held, sizeof(held), "%s: HTTP %d from the upload host%s%s",
-		    u->path, r->status, r->retry_after[0] ? ", Retry-After: " :
-		    "", r->retry_after);
+		bfmt(held, sizeof(held), "HTTP %d from the upload host%s%s",
+		    r->status, r->retry_after[0] ? ", Retry-After: " : "",
+		    r->retry_after);
 		http_drop(c, r);
 		if (r->status == 404)
 			return 1;
@@ -5547,15 +5582,13 @@ fragment_failed(struct graph *g, struct upload *u, struct conn *c,
 	wait = retry_wait(r, *fails);
 	if ((*fails)++ >= retries || wait < 0) {
 		u->keep = 1;
-		n = strlen(u->path);	/* the path said once */
-		why = strncmp(held, u->path, n) == 0 && held[n] == ':' ?
-		    held + n + 2 : held;
 		return err1("%s: upload stopped at byte %" PRId64 " of %" PRId64
 		    " (%s); run the same put again to resume", u->path, *off,
-		    u->size, why);
+		    u->size, held);
 	}
+	bfmt(why, sizeof(why), "%s: %s", u->path, held);
 	if (r == NULL || r->status != 416)
-		retry_nap(wait, held);
+		retry_nap(wait, why);
 	held[0] = '\0';
 	if ((rc = session_status(g, u, off, end)) == -1)
 		u->keep = 1;
@@ -5670,7 +5703,7 @@ upload_session(struct graph *g, struct upload *u)
 	for (k = key; *k; k++)
 		*k = (char)tolower((unsigned char)*k);
 	state_path(g->p, u->state, sizeof(u->state), "put", key);
-	bfmt(lock, sizeof(lock), "%s", u->state);
+	bfmt(lock, sizeof(lock), "%s", u->state);  /* u->state may be dropped */
 	if ((lk = state_lock(lock)) == -2)
 		return err1("%s: another odcp is uploading to it", u->path);
 	if (lk == -3)
@@ -6121,37 +6154,32 @@ static int
 local_canon(const char *target, int follow, char *dst, size_t dsz)
 {
 	char	 dir[LPATH_MAX], real[LPATH_MAX];	/* realpath: PATH_MAX */
-	const char *slash = strrchr(target, '/');
 
 	/* the last name is followed only if it was a link when checked
 	 * (follow, from link_check): one planted since is replaced by the
 	 * rename, not followed */
 	if (follow && realpath(target, real) != NULL)
 		return snprintf(dst, dsz, "%s", real) < (int)dsz ? 0 : -1;
-	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
-	    1 : (int)(slash - target), slash == NULL ? "." : target);
+	dir_name(target, dir, sizeof(dir));
 	if (realpath(dir, real) != NULL)
 		return snprintf(dst, dsz, "%s%s%s", real, strcmp(real, "/") ?
-		    "/" : "", slash ? slash + 1 : target) < (int)dsz ? 0 : -1;
+		    "/" : "", base_name(target)) < (int)dsz ? 0 : -1;
 	return snprintf(dst, dsz, "%s", target) < (int)dsz ? 0 : -1;
 }
 
 /*
- * A target that is a symbolic link is written through only as cp could:
- * not dangling (GNU cp refuses), not planted by another user in a sticky
- * world-writable directory such as /tmp (the kernel's protected_symlinks
- * rule, applied here whether the kernel has it on or not), and the file
- * it names open for writing to us.
+ * A symbolic link (lstat in l) planted by another user in a sticky
+ * world-writable directory such as /tmp is never followed: the kernel's
+ * protected_symlinks rule, applied here whether the kernel has it on or
+ * not.  -1 (reported) for such a link.
  */
 static int
 link_planted(const char *target, const struct stat *l)
 {
 	char	 dir[LPATH_MAX];
-	const char *slash = strrchr(target, '/');
 	struct stat d;
 
-	bfmt(dir, sizeof(dir), "%.*s", slash == NULL ? 1 : slash == target ?
-	    1 : (int)(slash - target), slash == NULL ? "." : target);
+	dir_name(target, dir, sizeof(dir));
 	if (stat(dir, &d) == 0 && (d.st_mode & S_ISVTX) &&
 	    (d.st_mode & S_IWOTH) && l->st_uid != geteuid() &&
 	    l->st_uid != d.st_uid)
@@ -6160,23 +6188,30 @@ link_planted(const char *target, const struct stat *l)
 	return 0;
 }
 
-/* link_check(): 1 if target is a link that may be written through, 0 if
- * it is no link, -1 (reported) if it is one that may not. */
-
+/*
+ * A target that is a symbolic link is written through only as cp could:
+ * not planted (link_planted), not dangling (GNU cp refuses), and a file
+ * it names open for writing to us.  1: a link that may be written
+ * through; 0: no link; -1 (reported): one that may not.
+ */
 static int
 link_check(const char *target)
 {
-	struct stat l;
+	struct stat l, t;
 	int	 fd;
 
 	if (lstat(target, &l) == -1 || !S_ISLNK(l.st_mode))
 		return 0;
 	if (link_planted(target, &l) == -1)
 		return -1;
-	if ((fd = open(target, O_WRONLY | O_NONBLOCK | O_NOCTTY)) == -1)
+	if (stat(target, &t) == -1)
 		return err1(errno == ENOENT ? "%s: not writing through a "
 		    "dangling symbolic link" : "%s:", target);
-	close(fd);
+	if (S_ISREG(t.st_mode)) {	/* (a FIFO is not opened here) */
+		if ((fd = open(target, O_WRONLY | O_NONBLOCK | O_NOCTTY)) == -1)
+			return err1("%s:", target);
+		close(fd);
+	}
 	return 1;
 }
 
@@ -6198,8 +6233,9 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 	part[0] = '\0';
 	if (strcmp(target, "-") == 0)
 		return STDOUT_FILENO;
-	if (lstat(target, &st) == 0 && S_ISLNK(st.st_mode) &&
-	    link_planted(target, &st) == -1)
+	/* through a symbolic link to what it names, as cp does, and only
+	 * where cp could write through it */
+	if ((follow = link_check(target)) == -1)
 		return -1;
 	if (stat(target, &st) == 0 && !S_ISREG(st.st_mode)) {
 		if (S_ISDIR(st.st_mode))
@@ -6208,11 +6244,7 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 			return err1("%s:", target);
 		return fd;
 	}
-	/* through a symbolic link to the file it names, as cp does, and
-	 * only where cp could write through it; a canonical name, so that
-	 * the state file finds it again */
-	if ((follow = link_check(target)) == -1)
-		return -1;
+	/* a canonical name, so that the state file finds it again */
 	if (local_canon(target, follow, dst, dsz) == -1)
 		return err1("%s: local path too long", target);
 	slash = strrchr(dst, '/');
@@ -6236,23 +6268,15 @@ get_open(const char *target, char *part, size_t psz, char *dst, size_t dsz)
 }
 
 /*
- * Open the partial file, locked: one odcp at a time writes it, and a
- * second one started on the same target stops at once, touching
- * nothing.  It is resumed if the state file says it holds the start of
- * this very version of the item (same cTag, or eTag, and size), else
- * started empty.  *have gets its length; its bytes are hashed.  A state
- * file that cannot be used is said once and left alone (state[0] = 0).
+ * Open the partial file, or make it (mode 0600, *made), and lock it: one
+ * odcp at a time writes it, and a second one started on the same target
+ * stops at once, touching nothing.  *st gets what it is.
  */
 static int
 part_open(const char *part, struct stat *st, int *made)
 {
-	struct stat now;
-	struct flock fl;
-	int	 fd, tries;
+	int	 fd, tries, rc;
 
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = F_WRLCK;
-	fl.l_whence = SEEK_SET;
 	for (tries = 0; tries < 3; tries++) {
 		*made = 0;
 		if ((fd = open(part, O_RDWR | O_NOFOLLOW | O_NONBLOCK)) == -1 &&
@@ -6270,29 +6294,27 @@ part_open(const char *part, struct stat *st, int *made)
 			close(fd);
 			return err1("%s: not a partial file of this user", part);
 		}
-		if (fcntl(fd, F_SETLK, &fl) == -1) {
-			close(fd);
+		if ((rc = lock_named(fd, part)) == 0)
+			return fd;
+		if (rc == -1)
 			return err1("%s: another odcp is downloading into it",
 			    part);
-		}
-		/* locked; but is it still the file of that name (not one
-		 * renamed into place by the odcp that held it before)? */
-		if (lstat(part, &now) == 0 && now.st_dev == st->st_dev &&
-		    now.st_ino == st->st_ino)
-			return fd;
-		close(fd);
 	}
 	return err1("%s: changed while being opened", part);
 }
 
-/*
- * Open the partial file: see part_open().  It must be the one the state
- * file names (a file of that name that odcp did not make, perhaps
- * downloaded by get -r, is left alone), and have no other hard link (a
- * snapshot's link would be written through): else it starts afresh.
- */
 static char owner[48];		/* this run, in the state files it writes */
 
+/*
+ * Open the partial file (part_open).  It must be the one the state file
+ * claims (a file of that name that odcp did not make, perhaps downloaded
+ * by get -r, is left alone), and have no other hard link (a snapshot's
+ * link would be written through: it starts afresh).  It is resumed if
+ * the claim is for this very version of the item (same cTag, or eTag,
+ * and size), else started empty.  *have gets its length; its bytes are
+ * hashed.  A state file that cannot be used is said once and left alone
+ * (state[0] = 0).
+ */
 static int
 get_part(const char *remote, const struct item *it, const char *part,
     char *state, struct qxh *h, int64_t *have)
